@@ -1,0 +1,53 @@
+"""CFG-branch identity: which cond/uncond/extra call a transformer forward belongs to.
+
+Cache state is kept per branch. The branch of a call is, in order of precedence:
+
+1. the name set by :func:`cfg_branch` around the call (``with ditcache.cfg_branch("uncond"): model(...)``);
+2. the name a diffusers pipeline sets with ``transformer.cache_context("cond" | "uncond")``; the runtime picks it up
+   while a cache is applied (diffusers pipelines already wrap their denoiser calls this way);
+3. otherwise an automatic identity: the conditioning tensor the caller passed (the prompt embeddings). The cond and
+   uncond calls of a pipeline pass different tensors, so their states never mix, whatever the call order. This
+   identity costs nothing (no device sync) but relies on the caller reusing the same embedding tensor for every
+   step, which pipelines do; a caller that rebuilds it every step gets a fresh branch per step, which is safe (the
+   cache computes every step) but gives no speed-up: use :func:`cfg_branch` then.
+
+Never by call parity: parity breaks with three branches, CFG truncation, or CFG-parallel ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Hashable, Iterator
+
+import torch
+
+__all__ = ["cfg_branch", "current_branch"]
+
+_BRANCH: contextvars.ContextVar[Hashable | None] = contextvars.ContextVar("ditcache_cfg_branch", default=None)
+
+
+@contextlib.contextmanager
+def cfg_branch(name: Hashable) -> Iterator[None]:
+    """Mark every cached transformer call inside the block as belonging to branch ``name``."""
+    if name is None:
+        raise ValueError("name: expected a hashable branch name such as 'cond' or 'uncond', got None")
+    hash(name)  # fail early, with Python's own message, on an unhashable name
+    token = _BRANCH.set(name)
+    try:
+        yield
+    finally:
+        _BRANCH.reset(token)
+
+
+def current_branch() -> Hashable | None:
+    """The branch set by the innermost :func:`cfg_branch`, or None."""
+    return _BRANCH.get()
+
+
+def auto_branch(condition: torch.Tensor | None) -> Hashable:
+    """The automatic branch identity of a call from its raw conditioning tensor."""
+    if condition is None:
+        return "default"
+    shape = "x".join(str(d) for d in condition.shape)
+    return f"auto:{condition.device}:{condition.data_ptr():x}:{shape}"

@@ -1,0 +1,155 @@
+"""Published TeaCache rescaling coefficients, each with its source.
+
+TeaCache rescales the relative L1 distance ``x`` of the modulated input between consecutive steps with a 4th-order
+polynomial ``c0*x^4 + c1*x^3 + c2*x^2 + c3*x + c4`` (highest power first, ``numpy.poly1d`` order) fitted per
+model, sometimes per mode. A preset is keyed by (model, mode): coefficients are not interchangeable between
+checkpoints or between Wan's two indicator modes.
+
+Sources (all public repositories; numbers copied as published):
+
+* ``ali-vilab/TeaCache`` (the TeaCache authors), per-model folders ``TeaCache4FLUX``, ``TeaCache4Wan2.1``;
+* ``welltop-cn/ComfyUI-TeaCache`` ``nodes.py`` (FLUX.1-Kontext);
+* ``vllm-project/vllm-omni`` ``teacache/config.py`` (Qwen-Image: no official set exists; vLLM-Omni ships a
+  hand-rounded set it attributes to ComfyUI-TeaCache).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["TEACACHE_PRESETS", "TeaCachePreset", "infer_teacache_model"]
+
+
+@attrs.frozen
+class TeaCachePreset:
+    """Coefficients and the settings that go with them for one model (and mode)."""
+
+    coefficients: tuple[float, float, float, float, float]
+    source: str
+    indicator: str | None = None
+    """None for the context's ``modulated_input``; else the ``extra_states`` key of the indicator tensor."""
+    warmup_steps: int = 1
+    force_last_step: bool = True
+    recommended_thresholds: tuple[float, ...] = ()
+    note: str = ""
+
+
+_WAN_SRC = "ali-vilab/TeaCache, TeaCache4Wan2.1/teacache_generate.py"
+
+TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
+    "flux.1-dev": TeaCachePreset(
+        (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01),
+        "ali-vilab/TeaCache, TeaCache4FLUX/teacache_flux.py",
+        recommended_thresholds=(0.25, 0.4, 0.6, 0.8),
+        note="README (A800, 28 steps): 0.25 -> 1.5x, 0.4 -> 1.8x, 0.6 -> 2.0x, 0.8 -> 2.25x",
+    ),
+    "flux.1-kontext-dev": TeaCachePreset(
+        (-1.04655119e03, 3.12563399e02, -1.69500694e01, 4.10995971e-01, 3.74537863e-02),
+        "welltop-cn/ComfyUI-TeaCache, nodes.py",
+        recommended_thresholds=(0.22,),
+    ),
+    "qwen-image": TeaCachePreset(
+        (-4.50000000e02, 2.80000000e02, -4.50000000e01, 3.20000000e00, -2.00000000e-02),
+        "vllm-project/vllm-omni, teacache/config.py",
+        note=(
+            "No official TeaCache set exists for Qwen-Image. vLLM-Omni ships these hand-rounded values and "
+            "attributes them to ComfyUI-TeaCache; calibrate for best results."
+        ),
+    ),
+    "wan2.1-t2v-1.3b": TeaCachePreset(
+        (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
+        _WAN_SRC + " (use_ret_steps=False)",
+        recommended_thresholds=(0.05, 0.07, 0.08),
+    ),
+    "wan2.1-t2v-14b": TeaCachePreset(
+        (-5784.54975374, 5449.50911966, -1811.16591783, 256.27178429, -13.02252404),
+        _WAN_SRC + " (use_ret_steps=False)",
+        recommended_thresholds=(0.14, 0.15, 0.2),
+    ),
+    "wan2.1-i2v-14b-480p": TeaCachePreset(
+        (-3.02331670e02, 2.23948934e02, -5.25463970e01, 5.87348440e00, -2.01973289e-01),
+        _WAN_SRC + " (use_ret_steps=False)",
+        recommended_thresholds=(0.13, 0.19, 0.26),
+    ),
+    "wan2.1-i2v-14b-720p": TeaCachePreset(
+        (-114.36346466, 65.26524496, -18.82220707, 4.91518089, -0.23412683),
+        _WAN_SRC + " (use_ret_steps=False)",
+        recommended_thresholds=(0.18, 0.2, 0.3),
+    ),
+    # "ret" mode: the indicator is the 6-way timestep projection (e0), the first 5 steps are always computed and
+    # the last step is not forced (TeaCache4Wan2.1 with use_ret_steps=True).
+    "wan2.1-t2v-1.3b-ret": TeaCachePreset(
+        (-5.21862437e04, 9.23041404e03, -5.28275948e02, 1.36987616e01, -4.99875664e-02),
+        _WAN_SRC + " (use_ret_steps=True)",
+        indicator="timestep_proj",
+        warmup_steps=5,
+        force_last_step=False,
+        recommended_thresholds=(0.05, 0.10),
+    ),
+    "wan2.1-t2v-14b-ret": TeaCachePreset(
+        (-3.03318725e05, 4.90537029e04, -2.65530556e03, 5.87365115e01, -3.15583525e-01),
+        _WAN_SRC + " (use_ret_steps=True)",
+        indicator="timestep_proj",
+        warmup_steps=5,
+        force_last_step=False,
+        recommended_thresholds=(0.10, 0.20),
+    ),
+    "wan2.1-i2v-14b-480p-ret": TeaCachePreset(
+        (2.57151496e05, -3.54229917e04, 1.40286849e03, -1.35890334e01, 1.32517977e-01),
+        _WAN_SRC + " (use_ret_steps=True)",
+        indicator="timestep_proj",
+        warmup_steps=5,
+        force_last_step=False,
+        recommended_thresholds=(0.20, 0.30),
+    ),
+    "wan2.1-i2v-14b-720p-ret": TeaCachePreset(
+        (8.10705460e03, 2.13393892e03, -3.72934672e02, 1.66203073e01, -4.17769401e-02),
+        _WAN_SRC + " (use_ret_steps=True)",
+        indicator="timestep_proj",
+        warmup_steps=5,
+        force_last_step=False,
+        recommended_thresholds=(0.20, 0.30),
+    ),
+}
+
+
+def infer_teacache_model(module: Any) -> tuple[str, bool]:
+    """The preset key for a module from its class and config: ``(key, exact)``.
+
+    ``exact`` is False when the architecture matches no published checkpoint and the nearest preset of the same
+    family is borrowed (a random-weight test model, say); callers log that. Raises ValueError when the family has
+    no published coefficients at all.
+    """
+    name = type(module).__name__
+    config = getattr(module, "config", None)
+    if name == "FluxTransformer2DModel":
+        return "flux.1-dev", _get(config, "num_layers") == 19 and _get(config, "num_single_layers") == 38
+    if name == "QwenImageTransformer2DModel":
+        return "qwen-image", _get(config, "num_layers") == 60
+    if name == "WanTransformer3DModel":
+        dim = (_get(config, "num_attention_heads") or 0) * (_get(config, "attention_head_dim") or 0)
+        i2v = _get(config, "image_dim") is not None
+        if dim == 3072 or _get(config, "in_channels") == 48:
+            raise ValueError(
+                "model: no TeaCache coefficients are published for Wan 2.2 TI2V-5B; pass "
+                "TeaCacheConfig(coefficients=[...]) fitted for it"
+            )
+        if i2v:
+            return "wan2.1-i2v-14b-480p", dim == 5120
+        if dim == 5120:
+            return "wan2.1-t2v-14b", True
+        return "wan2.1-t2v-1.3b", dim == 1536
+    raise ValueError(
+        f"model: no TeaCache coefficients are known for {name}; pass TeaCacheConfig(model=...) with one of "
+        f"{sorted(TEACACHE_PRESETS)} or explicit coefficients=[c4, c3, c2, c1, c0]"
+    )
+
+
+def _get(config: Any, key: str) -> Any:
+    if config is None:
+        return None
+    if isinstance(config, dict):
+        return config.get(key)
+    return getattr(config, key, None)

@@ -1,0 +1,325 @@
+"""A generic hook registry that intercepts ``nn.Module.forward`` of any module.
+
+One :class:`HookRegistry` per module, created on first use. It holds an ordered stack of named middlewares. A
+middleware has the shape of Starlette's ``dispatch(request, call_next)``::
+
+    def my_middleware(call: ForwardCall, call_next: CallNext) -> Any:
+        ...                      # act before: inspect or replace call.args / call.kwargs
+        out = call_next(call)    # run the rest of the stack and, at the end, the module's own forward
+        ...                      # act after: inspect or replace the result
+        return out
+
+It may also return without calling ``call_next`` at all (a cache hit). The first middleware in the stack is the
+outermost: it sees the call first and the result last.
+
+Design points that differ from ``diffusers.hooks``:
+
+* the call chain is rebuilt from the ordered list on every change, never patched link by link, so removing any
+  element leaves the others working in order;
+* after the last middleware is removed the module is exactly as before: its instance ``forward`` attribute (if it
+  had none) and the registry attribute are deleted;
+* registering the same name with an equal middleware is a no-op, a different middleware under a taken name is an
+  error, and removing an absent name is a no-op.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+from torch import nn
+
+__all__ = [
+    "CallNext",
+    "ForwardCall",
+    "ForwardHook",
+    "HookConflictError",
+    "HookHandle",
+    "HookRegistry",
+    "Middleware",
+]
+
+_REGISTRY_ATTR = "_ditcache_hooks"
+
+
+class ForwardCall:
+    """One call of a module's forward: the module, its positional and its keyword arguments.
+
+    Middlewares that change the inputs pass a new call on: ``call_next(call.replace(kwargs={...}))``.
+    """
+
+    __slots__ = ("args", "kwargs", "module")
+
+    def __init__(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.module = module
+        self.args = args
+        self.kwargs = kwargs
+
+    def replace(
+        self, *, args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None
+    ) -> ForwardCall:
+        """A copy of this call with new positional and/or keyword arguments."""
+        return ForwardCall(
+            self.module, self.args if args is None else args, self.kwargs if kwargs is None else kwargs
+        )
+
+    def __repr__(self) -> str:
+        return f"ForwardCall({type(self.module).__name__}, args={len(self.args)}, kwargs={sorted(self.kwargs)})"
+
+
+CallNext = Callable[[ForwardCall], Any]
+"""Runs the rest of the stack (and finally the module's own forward) for a call."""
+
+
+@runtime_checkable
+class Middleware(Protocol):
+    """Anything callable as ``middleware(call, call_next) -> result``."""
+
+    def __call__(self, call: ForwardCall, call_next: CallNext) -> Any: ...
+
+
+class ForwardHook:
+    """The familiar pre-forward / post-forward hook, as a middleware on the same mechanism.
+
+    Subclass and override :meth:`pre_forward` and/or :meth:`post_forward`; register an instance like any other
+    middleware. Two hooks are equal when they are of the same class and their :attr:`config` is equal, which is
+    what makes re-registering an equal hook a no-op.
+    """
+
+    config: Any = None
+
+    def pre_forward(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Called before the rest of the stack; returns the (possibly new) positional and keyword arguments."""
+        return args, kwargs
+
+    def post_forward(self, module: nn.Module, output: Any) -> Any:
+        """Called with the result of the rest of the stack; returns the (possibly new) result."""
+        return output
+
+    def __call__(self, call: ForwardCall, call_next: CallNext) -> Any:
+        args, kwargs = self.pre_forward(call.module, call.args, call.kwargs)
+        if args is not call.args or kwargs is not call.kwargs:
+            call = call.replace(args=args, kwargs=kwargs)
+        return self.post_forward(call.module, call_next(call))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self is other or (self.config is not None and self.config == other.config)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+class HookConflictError(ValueError):
+    """A different middleware is already registered under the requested name."""
+
+
+class HookHandle:
+    """Returned by :meth:`HookRegistry.register`; :meth:`remove` removes exactly what that call added.
+
+    A registration that was a no-op (the same middleware was already there) added nothing, so its handle removes
+    nothing. A handle is also a context manager that removes on exit.
+    """
+
+    __slots__ = ("_added", "_middleware", "_module", "name")
+
+    def __init__(self, module: nn.Module, name: str, middleware: Middleware, added: bool) -> None:
+        self._module = module
+        self.name = name
+        self._middleware = middleware
+        self._added = added
+
+    @property
+    def active(self) -> bool:
+        """Whether what this handle added is still installed."""
+        reg = HookRegistry.get(self._module)
+        return self._added and reg is not None and reg.get_middleware(self.name) is self._middleware
+
+    def remove(self) -> None:
+        """Remove what this handle added; a no-op if it added nothing or was already removed."""
+        if self.active:
+            HookRegistry.get_or_create(self._module).remove(self.name)
+        self._added = False
+
+    def __enter__(self) -> HookHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        return f"HookHandle(name={self.name!r}, active={self.active})"
+
+
+class _HookedForward:
+    """The instance ``forward`` installed on a hooked module.
+
+    A callable object rather than a closure, so ``copy.deepcopy`` of the module rebinds it to the copy (the memo maps
+    the registry's module reference to the new module) and ``inspect.signature`` reports the original's.
+    """
+
+    __slots__ = ("__signature__", "__wrapped__", "registry")
+
+    def __init__(self, registry: HookRegistry, original: Callable[..., Any]) -> None:
+        self.registry = registry
+        self.__wrapped__ = original
+        try:
+            self.__signature__: inspect.Signature | None = inspect.signature(original)
+        except (TypeError, ValueError):  # builtins without a signature
+            self.__signature__ = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        reg = self.registry
+        return reg._chain(ForwardCall(reg.module, args, kwargs))
+
+    def __repr__(self) -> str:
+        return f"<hooked forward of {type(self.registry.module).__name__}: {self.registry.names()}>"
+
+
+class HookRegistry:
+    """The ordered middleware stack of one module. Use :meth:`get_or_create`, not the constructor."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self._entries: list[tuple[str, Middleware]] = []
+        # The instance attribute ``forward`` the module had before we hooked it (usually none).
+        self._had_instance_forward = "forward" in module.__dict__
+        self._previous_forward: Any = module.__dict__.get("forward")
+        self._chain: Callable[[ForwardCall], Any] = self._terminal
+
+    # ------------------------------------------------------------------ lookup
+    @classmethod
+    def get(cls, module: nn.Module) -> HookRegistry | None:
+        """The module's registry, or None if nothing is registered on it."""
+        reg = module.__dict__.get(_REGISTRY_ATTR)
+        return reg if isinstance(reg, HookRegistry) else None
+
+    @classmethod
+    def get_or_create(cls, module: nn.Module) -> HookRegistry:
+        """The module's registry, created (without touching the module) if it has none yet."""
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+        reg = cls.get(module)
+        if reg is None:
+            reg = cls(module)
+        return reg
+
+    def names(self) -> list[str]:
+        """Names of the registered middlewares, outermost first."""
+        return [name for name, _ in self._entries]
+
+    def get_middleware(self, name: str) -> Middleware | None:
+        """The middleware registered under ``name``, or None."""
+        for n, mw in self._entries:
+            if n == name:
+                return mw
+        return None
+
+    def __contains__(self, name: object) -> bool:
+        return any(n == name for n, _ in self._entries)
+
+    def __iter__(self) -> Iterator[tuple[str, Middleware]]:
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # ---------------------------------------------------------------- mutation
+    def register(self, name: str, middleware: Middleware, *, index: int | None = None) -> HookHandle:
+        """Add ``middleware`` under ``name``.
+
+        ``index`` is its position in the stack (0 = outermost); by default it goes innermost, after those already
+        registered. Registering a name that holds an equal middleware is a no-op (the returned handle then
+        removes nothing); a different middleware under a taken name raises :class:`HookConflictError`.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: expected a non-empty string, got {name!r}")
+        if not callable(middleware):
+            raise TypeError(
+                f"middleware: expected a callable middleware(call, call_next), got {type(middleware).__name__}"
+            )
+        existing = self.get_middleware(name)
+        if existing is not None:
+            if existing is middleware or existing == middleware:
+                return HookHandle(self.module, name, existing, added=False)
+            raise HookConflictError(
+                f"name: {name!r} is already registered on {type(self.module).__name__} with a different "
+                f"middleware ({existing!r}); remove it first or pick another name. Registered: {self.names()}"
+            )
+        if index is None:
+            index = len(self._entries)
+        elif not isinstance(index, int) or not 0 <= index <= len(self._entries):
+            raise ValueError(f"index: expected an int in [0, {len(self._entries)}], got {index!r}")
+        self._entries.insert(index, (name, middleware))
+        self._rebuild()
+        return HookHandle(self.module, name, middleware, added=True)
+
+    def remove(self, name: str) -> Middleware | None:
+        """Remove the middleware under ``name`` and return it; a no-op returning None if absent."""
+        for i, (n, mw) in enumerate(self._entries):
+            if n == name:
+                del self._entries[i]
+                self._rebuild()
+                return mw
+        return None
+
+    def clear(self) -> None:
+        """Remove every middleware; the module is restored exactly."""
+        self._entries.clear()
+        self._rebuild()
+
+    # ----------------------------------------------------------------- runtime
+    def _terminal(self, call: ForwardCall) -> Any:
+        """The innermost step: the module's forward as it was before it was hooked."""
+        if self._had_instance_forward:
+            return self._previous_forward(*call.args, **call.kwargs)
+        module = call.module
+        return type(module).forward(module, *call.args, **call.kwargs)
+
+    def _original_forward(self) -> Callable[..., Any]:
+        if self._had_instance_forward:
+            return self._previous_forward  # type: ignore[no-any-return]
+        # The class's forward bound to the module; looked up per call so a re-bound class method is honoured.
+        return type(self.module).forward.__get__(self.module, type(self.module))  # type: ignore[no-any-return]
+
+    def _rebuild(self) -> None:
+        """Rebuild the call chain from the ordered list and (un)install the hooked forward."""
+        chain: Callable[[ForwardCall], Any] = self._terminal
+        for _, mw in reversed(self._entries):
+            chain = _link(mw, chain)
+        self._chain = chain
+        module = self.module
+        if self._entries:
+            if not isinstance(module.__dict__.get("forward"), _HookedForward):
+                object.__setattr__(module, "forward", _HookedForward(self, self._original_forward()))
+            module.__dict__[_REGISTRY_ATTR] = self
+        else:
+            if self._had_instance_forward:
+                module.__dict__["forward"] = self._previous_forward
+            else:
+                module.__dict__.pop("forward", None)
+            module.__dict__.pop(_REGISTRY_ATTR, None)
+
+    def __repr__(self) -> str:
+        return f"HookRegistry({type(self.module).__name__}, {self.names()})"
+
+
+def _link(middleware: Middleware, call_next: Callable[[ForwardCall], Any]) -> Callable[[ForwardCall], Any]:
+    def step(call: ForwardCall) -> Any:
+        return middleware(call, call_next)
+
+    return step
+
+
+def hooked_modules(root: nn.Module) -> list[tuple[str, HookRegistry]]:
+    """Every (qualified name, registry) in the module tree under ``root`` that has middlewares."""
+    out = []
+    for qual, mod in root.named_modules():
+        reg = HookRegistry.get(mod)
+        if reg is not None:
+            out.append((qual, reg))
+    return out

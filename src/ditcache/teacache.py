@@ -1,0 +1,306 @@
+"""TeaCache (Liu et al., CVPR 2025, arXiv 2411.19108) as a cache middleware.
+
+The published algorithm (TeaCache4FLUX; paper Eq. 4-7), per CFG branch:
+
+* the first step is always computed (``warmup_steps``), and the last one too when the step count is known
+  (``force_last_step``);
+* otherwise ``x = mean|m_t - m_{t-1}| / mean|m_{t-1}|`` where ``m`` is the modulated input of the first block
+  (the denominator is the *previous* step's);
+* ``acc += poly(x)`` with the model's 4th-order polynomial; while ``acc < rel_l1_thresh`` the step is skipped,
+  otherwise it is computed and ``acc`` resets to 0;
+* ``m_{t-1}`` is updated on every step, skipped or not;
+* a computed step stores the residual of the whole block stack (output - input) for both streams; a skipped step
+  adds it to its input instead of running the blocks. Embeddings and the head always run.
+
+Integrations differ on details; each is an explicit option here with the reference behaviour as default:
+``abs_rescaled`` (ComfyUI / vLLM-Omni take ``abs()`` of the rescaled distance), ``force_last_step``,
+``max_consecutive_skips`` and ``warmup_steps``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from .coefficients import TEACACHE_PRESETS, TeaCachePreset, infer_teacache_model
+from .config import check_keys
+from .context import BlockOutput, CacheContext
+from .extractors import Extractor
+from .log import get_logger
+from .metrics import rel_l1
+from .middleware import CacheMiddleware, CallNextBlocks
+from .runtime import apply_cache
+
+__all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook"]
+
+_log = get_logger("ditcache.teacache")
+
+
+def _positive(inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected a finite number > 0, got {value!r}")
+
+
+def _coefficients(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"TeaCacheConfig.coefficients: expected 5 numbers (highest power first), got {value!r}"
+        ) from None
+    return out
+
+
+def _check_coefficients(inst: Any, attribute: attrs.Attribute[Any], value: tuple[float, ...] | None) -> None:
+    if value is None:
+        return
+    if len(value) != 5:
+        raise ValueError(
+            f"TeaCacheConfig.coefficients: expected exactly 5 numbers [c4, c3, c2, c1, c0] (4th-order polynomial, "
+            f"highest power first), got {len(value)}"
+        )
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"TeaCacheConfig.coefficients: every coefficient must be finite, got {value!r}")
+
+
+def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and value not in TEACACHE_PRESETS:
+        raise ValueError(
+            f"TeaCacheConfig.model: unknown model {value!r}; allowed values: {sorted(TEACACHE_PRESETS)} "
+            "(or leave it None to infer it from the module, or pass coefficients=...)"
+        )
+
+
+def _opt_nonneg_int(inst: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected an int >= 0 or None, got {value!r}")
+
+
+def _opt_pos_int(inst: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected an int >= 1 or None, got {value!r}")
+
+
+def _opt_bool(inst: Any, attribute: attrs.Attribute[Any], value: bool | None) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected True, False or None, got {value!r}")
+
+
+def _opt_str(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected a non-empty string or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TeaCacheConfig:
+    """Settings of TeaCache. Frozen and validated; unknown keys are refused by :meth:`from_dict`.
+
+    ``None`` for ``indicator``, ``warmup_steps`` and ``force_last_step`` means "what the model's preset says"
+    (the reference: first step computed, last step forced).
+    """
+
+    rel_l1_thresh: float = attrs.field(default=0.2, validator=_positive)
+    """Threshold on the accumulated rescaled distance; larger skips more (FLUX: 0.25 -> ~1.5x, 0.6 -> ~2x)."""
+    model: str | None = attrs.field(default=None, validator=_check_model)
+    """Preset key (see ``ditcache.coefficients.TEACACHE_PRESETS``); inferred from the module when None."""
+    coefficients: tuple[float, ...] | None = attrs.field(
+        default=None, converter=_coefficients, validator=_check_coefficients
+    )
+    """Explicit polynomial ``[c4, c3, c2, c1, c0]``, overriding the preset's."""
+    indicator: str | None = attrs.field(default=None, validator=_opt_str)
+    """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
+    num_inference_steps: int | None = attrs.field(default=None, validator=_opt_pos_int)
+    """Steps per generation, when known up front (``ditcache.refresh`` can set it per run instead)."""
+    warmup_steps: int | None = attrs.field(default=None, validator=_opt_nonneg_int)
+    """Steps always computed at the start of a generation (reference: 1, Wan ret-mode: 5)."""
+    force_last_step: bool | None = attrs.field(default=None, validator=_opt_bool)
+    """Always compute the last step when the step count is known (reference: True)."""
+    max_consecutive_skips: int | None = attrs.field(default=None, validator=_opt_pos_int)
+    """Cap on skips in a row (None: no cap, as in the reference)."""
+    abs_rescaled: bool = attrs.field(default=False, validator=_opt_bool)
+    """Accumulate ``abs(poly(x))`` instead of ``poly(x)`` (ComfyUI-TeaCache, vLLM-Omni)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TeaCacheConfig:
+        """Build from a mapping; an unknown key is an error naming the allowed ones."""
+        check_keys(cls, data)
+        return cls(**data)
+
+    def resolve(self, module: nn.Module | None) -> ResolvedTeaCache:
+        """Combine this config with the model's preset."""
+        preset: TeaCachePreset | None = None
+        key = self.model
+        exact = True
+        if key is None and self.coefficients is None:
+            if module is None:
+                raise ValueError("TeaCacheConfig.model: give a model key or coefficients when no module is known")
+            key, exact = infer_teacache_model(module)
+        if key is not None:
+            preset = TEACACHE_PRESETS[key]
+            if not exact and self.model is None:
+                _log.warning(
+                    "teacache.coefficients_borrowed",
+                    model_class=type(module).__name__,
+                    preset=key,
+                    note="the module matches no published checkpoint; calibrate coefficients for it",
+                )
+        coefficients = self.coefficients if self.coefficients is not None else preset.coefficients  # type: ignore[union-attr]
+        return ResolvedTeaCache(
+            thresh=float(self.rel_l1_thresh),
+            coefficients=tuple(coefficients),
+            indicator=self.indicator if self.indicator is not None else (preset.indicator if preset else None),
+            warmup_steps=self.warmup_steps
+            if self.warmup_steps is not None
+            else (preset.warmup_steps if preset else 1),
+            force_last_step=self.force_last_step
+            if self.force_last_step is not None
+            else (preset.force_last_step if preset else True),
+            max_consecutive_skips=self.max_consecutive_skips,
+            abs_rescaled=self.abs_rescaled,
+            preset=key if self.coefficients is None else None,
+            source=preset.source if (preset and self.coefficients is None) else "user coefficients",
+        )
+
+
+@attrs.frozen
+class ResolvedTeaCache:
+    """A TeaCacheConfig made concrete for one module."""
+
+    thresh: float
+    coefficients: tuple[float, ...]
+    indicator: str | None
+    warmup_steps: int
+    force_last_step: bool
+    max_consecutive_skips: int | None
+    abs_rescaled: bool
+    preset: str | None
+    source: str
+
+    def rescale(self, x: float) -> float:
+        """The polynomial at ``x`` (Horner's rule in float64, as ``numpy.poly1d``)."""
+        y = 0.0
+        for c in self.coefficients:
+            y = y * x + c
+        return abs(y) if self.abs_rescaled else y
+
+
+@attrs.define
+class _TeaState:
+    previous_indicator: torch.Tensor | None = None
+    accumulated: float = 0.0
+    residual: torch.Tensor | None = None
+    residual_encoder: torch.Tensor | None = None
+    consecutive_skips: int = 0
+
+
+class TeaCache(CacheMiddleware[_TeaState]):
+    """The TeaCache middleware. Create it with :func:`apply_teacache_hook`."""
+
+    name = "teacache"
+    order = 0
+
+    def __init__(self, config: TeaCacheConfig, resolved: ResolvedTeaCache) -> None:
+        super().__init__(config)
+        self.resolved = resolved
+
+    def new_state(self) -> _TeaState:
+        return _TeaState()
+
+    def _indicator(self, ctx: CacheContext) -> torch.Tensor:
+        key = self.resolved.indicator
+        if key is None:
+            return ctx.modulated_input
+        value = ctx.extra_states.get(key)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"TeaCacheConfig.indicator: {key!r} is not a tensor in this model's extra_states; "
+                f"available: {sorted(k for k, v in ctx.extra_states.items() if isinstance(v, torch.Tensor))}"
+            )
+        return value
+
+    @torch.compiler.disable  # type: ignore[misc]
+    def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
+        """Return ``(skip, new_accumulated, distance)`` without changing the state."""
+        r = self.resolved
+        forced = (
+            ctx.step < r.warmup_steps
+            or (r.force_last_step and ctx.is_last_step)
+            or state.previous_indicator is None
+            or state.residual is None
+            or state.residual.shape != ctx.hidden_states.shape
+            or state.previous_indicator.shape != indicator.shape
+        )
+        if forced:
+            return False, 0.0, None
+        distance = rel_l1(indicator, state.previous_indicator)
+        accumulated = state.accumulated + r.rescale(distance)
+        skip = accumulated < r.thresh and (
+            r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips
+        )
+        return skip, (accumulated if skip else 0.0), distance
+
+    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput:
+        state = self.state(ctx)
+        indicator = self._indicator(ctx)
+        skip, accumulated, distance = self.decide(ctx, state, indicator)
+        if skip:
+            assert state.residual is not None
+            hidden = ctx.hidden_states + state.residual
+            encoder = ctx.encoder_hidden_states
+            if encoder is not None and state.residual_encoder is not None:
+                encoder = encoder + state.residual_encoder
+            state.consecutive_skips += 1
+        else:
+            h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
+            hidden, encoder = call_next(ctx)
+            state.residual = hidden - h_in
+            state.residual_encoder = (
+                None if (encoder is None or e_in is None or encoder is e_in) else encoder - e_in
+            )
+            state.consecutive_skips = 0
+        state.accumulated = accumulated
+        state.previous_indicator = indicator
+        self.record(ctx, not skip, distance=distance, accumulated=accumulated)
+        return hidden, encoder
+
+
+def apply_teacache_hook(
+    module: nn.Module,
+    cfg: TeaCacheConfig | Mapping[str, Any] | None = None,
+    *,
+    extractor: Extractor | str | None = None,
+) -> TeaCache:
+    """Accelerate ``module`` with TeaCache: the one-line entry point.
+
+    ``cfg`` is a :class:`TeaCacheConfig`, a dict of its fields, or None for the defaults; the coefficient preset is
+    inferred from the module's class when the config names neither a model nor coefficients. Returns the TeaCache
+    middleware in effect (its :meth:`~ditcache.middleware.CacheMiddleware.stats` list what was skipped).
+    """
+    if cfg is None:
+        cfg = TeaCacheConfig()
+    elif isinstance(cfg, Mapping):
+        cfg = TeaCacheConfig.from_dict(cfg)
+    elif not isinstance(cfg, TeaCacheConfig):
+        raise TypeError(f"cfg: expected a TeaCacheConfig, a dict or None, got {type(cfg).__name__}")
+    middleware = TeaCache(cfg, cfg.resolve(module))
+    applied = apply_cache(module, middleware, extractor=extractor)
+    if cfg.num_inference_steps is not None and applied is middleware:
+        from .runtime import get_cache_runtime
+
+        runtime = get_cache_runtime(module)
+        assert runtime is not None
+        if runtime.clock.num_steps is None:
+            runtime.clock.num_steps = cfg.num_inference_steps
+    assert isinstance(applied, TeaCache)
+    return applied
