@@ -17,6 +17,7 @@ from __future__ import annotations
 from .branch import cfg_branch, current_branch
 from .coefficients import TEACACHE_PRESETS, TeaCachePreset
 from .context import BlockStack, CacheContext
+from .dbcache import DBCache, DBCacheConfig, apply_dbcache_hook
 from .extractors import (
     Extractor,
     ExtractorNotFoundError,
@@ -27,14 +28,30 @@ from .extractors import (
     unregister_extractor,
 )
 from .log import configure_logging, get_logger
+from .mag_ratios import MAG_RATIO_PRESETS, MagRatioPreset
+from .magcache import MagCache, MagCacheConfig, MagCacheSchedule, apply_magcache_hook, magcache_schedule
 from .middleware import CacheMiddleware, GenerationStats, StepDecision
+from .profiles import Profile, ProfileError, list_profiles, load_profile, save_profile
 from .registry import ForwardCall, ForwardHook, HookConflictError, HookHandle, HookRegistry, Middleware
 from .runtime import CacheRuntime, apply_cache, cache_stats, get_cache_runtime, refresh, remove_cache
+from .step_masks import SCM_POLICIES, SCM_PRESETS, mask_from_bins, preset_mask, resolve_mask
+from .taylorseer import FORECAST_METHODS, TaylorSeer
 from .teacache import TeaCache, TeaCacheConfig, apply_teacache_hook
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "resolve_mask",
+    "mask_from_bins",
+    "preset_mask",
+    "SCM_POLICIES",
+    "SCM_PRESETS",
+    "FORECAST_METHODS",
+    "TaylorSeer",
+    "apply_dbcache_hook",
+    "DBCacheConfig",
+    "DBCache",
+    "MAG_RATIO_PRESETS",
     "TEACACHE_PRESETS",
     "BlockStack",
     "CacheContext",
@@ -49,13 +66,20 @@ __all__ = [
     "HookConflictError",
     "HookHandle",
     "HookRegistry",
+    "MagCache",
+    "MagCacheConfig",
+    "MagCacheSchedule",
+    "MagRatioPreset",
     "Middleware",
+    "Profile",
+    "ProfileError",
     "StepDecision",
     "TeaCache",
     "TeaCacheConfig",
     "TeaCachePreset",
     "__version__",
     "apply_cache",
+    "apply_magcache_hook",
     "apply_teacache_hook",
     "cache_stats",
     "cfg_branch",
@@ -64,9 +88,13 @@ __all__ = [
     "get_cache_runtime",
     "get_extractor",
     "get_logger",
+    "list_profiles",
+    "load_profile",
+    "magcache_schedule",
     "refresh",
     "register_extractor",
     "registered_extractors",
     "remove_cache",
+    "save_profile",
     "unregister_extractor",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Hashable, Iterator
 
 import torch
 
-__all__ = ["cfg_branch", "current_branch"]
+__all__ = ["auto_branch", "cfg_branch", "current_branch", "is_auto_branch"]
 
 _BRANCH: contextvars.ContextVar[Hashable | None] = contextvars.ContextVar("ditcache_cfg_branch", default=None)
 
@@ -51,3 +51,8 @@ def auto_branch(condition: torch.Tensor | None) -> Hashable:
         return "default"
     shape = "x".join(str(d) for d in condition.shape)
     return f"auto:{condition.device}:{condition.data_ptr():x}:{shape}"
+
+
+def is_auto_branch(branch: Hashable) -> bool:
+    """Whether ``branch`` is an identity nobody named (from :func:`auto_branch`), as opposed to a given name."""
+    return branch == "default" or (isinstance(branch, str) and branch.startswith("auto:"))

@@ -69,12 +69,16 @@ class BlockStack:
 
     def __getitem__(self, item: slice) -> BlockStack:
         if not isinstance(item, slice) or item.step not in (None, 1):
-            raise TypeError("blocks: a BlockStack can only be sliced with a contiguous slice, e.g. stack[1:-2]")
+            raise TypeError(
+                "blocks: a BlockStack can only be sliced with a contiguous slice, e.g. stack[1:-2]"
+            )
         lo, hi, _ = item.indices(len(self))
         hi = max(lo, hi)
         return BlockStack(self.run_block, self.all_modules, self.start + lo, self.start + hi)
 
-    def __call__(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> BlockOutput:
+    def __call__(
+        self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None
+    ) -> BlockOutput:
         run = self.run_block
         for index in range(self.start, self.stop):
             hidden_states, encoder_hidden_states = run(index, hidden_states, encoder_hidden_states)
@@ -152,18 +156,28 @@ class CacheContext:
         for field in ("encoder_hidden_states", "condition"):
             value = getattr(self, field)
             if value is not None and not isinstance(value, torch.Tensor):
-                raise TypeError(f"CacheContext.{field}: expected a torch.Tensor or None, got {type(value).__name__}")
+                raise TypeError(
+                    f"CacheContext.{field}: expected a torch.Tensor or None, got {type(value).__name__}"
+                )
         if not isinstance(self.blocks, BlockStack):
             raise TypeError(f"CacheContext.blocks: expected a BlockStack, got {type(self.blocks).__name__}")
         if len(self.blocks) == 0:
-            raise ValueError("CacheContext.blocks: the block stack is empty; a model needs at least one block")
+            raise ValueError(
+                "CacheContext.blocks: the block stack is empty; a model needs at least one block"
+            )
         if not callable(self.postprocess):
-            raise TypeError(f"CacheContext.postprocess: expected a callable, got {type(self.postprocess).__name__}")
+            raise TypeError(
+                f"CacheContext.postprocess: expected a callable, got {type(self.postprocess).__name__}"
+            )
         if not isinstance(self.extra_states, dict):
-            raise TypeError(f"CacheContext.extra_states: expected a dict, got {type(self.extra_states).__name__}")
+            raise TypeError(
+                f"CacheContext.extra_states: expected a dict, got {type(self.extra_states).__name__}"
+            )
         h = self.hidden_states
         if h.ndim < 2:
-            raise ValueError(f"CacheContext.hidden_states: expected a batched tensor (ndim >= 2), got {_tensor_desc(h)}")
+            raise ValueError(
+                f"CacheContext.hidden_states: expected a batched tensor (ndim >= 2), got {_tensor_desc(h)}"
+            )
         batch, device = h.shape[0], h.device
         m = self.modulated_input
         if m.ndim == 0 or m.shape[0] != batch:

@@ -66,7 +66,9 @@ def get_logger(name: str = "ditcache") -> KVLogger:
 _HANDLER_ATTR = "_ditcache_handler"
 
 
-def configure_logging(level: int | str = "INFO", *, fmt: str = "console", stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: int | str = "INFO", *, fmt: str = "console", stream: TextIO | None = None
+) -> None:
     """Attach one handler to the ``ditcache`` logger rendering events as ``console`` text or ``json`` lines.
 
     Calling it again replaces the handler (configuration happens once, in one place).
@@ -74,9 +76,7 @@ def configure_logging(level: int | str = "INFO", *, fmt: str = "console", stream
     if fmt not in ("console", "json"):
         raise ValueError(f"fmt: expected 'console' or 'json', got {fmt!r}")
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

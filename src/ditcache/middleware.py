@@ -88,6 +88,9 @@ class CacheMiddleware(abc.ABC, Generic[S]):
 
     name: ClassVar[str] = "cache"
     order: ClassVar[int] = 0
+    level: ClassVar[str | None] = None
+    """Caches of the same level are mutually exclusive on one module: ``"step"`` caches (TeaCache, MagCache) decide
+    whole-step reuse, ``"block"`` caches (DBCache) act inside the steps that run. None: no restriction."""
     history_size: ClassVar[int] = 64
 
     def __init__(self, config: Any) -> None:
@@ -119,6 +122,11 @@ class CacheMiddleware(abc.ABC, Generic[S]):
             self._states[ctx.branch] = (ctx.generation, state)
             return state
         return entry[1]
+
+    def branch_state(self, branch: Hashable) -> S | None:
+        """The current state of another ``branch`` (None if it has none), e.g. to order branches."""
+        entry = self._states.get(branch)
+        return None if entry is None else entry[1]
 
     def reset(self) -> None:
         """Drop every branch's state (the stats of finished generations are kept in :attr:`history`)."""

@@ -17,7 +17,10 @@ Design points that differ from ``diffusers.hooks``:
 * the call chain is rebuilt from the ordered list on every change, never patched link by link, so removing any
   element leaves the others working in order;
 * after the last middleware is removed the module is exactly as before: its instance ``forward`` attribute (if it
-  had none) and the registry attribute are deleted;
+  had none) and the registry attribute are deleted. If something else (a diffusers hook, accelerate) wrapped
+  ``forward`` on top of ours in the meantime, ours stays in place as a pass-through instead, so the outer wrapper
+  keeps working;
+* ``copy.deepcopy`` of a hooked module gives a copy whose hooks are the copied middlewares, acting on the copy;
 * registering the same name with an equal middleware is a no-op, a different middleware under a taken name is an
   error, and removing an absent name is a no-op.
 """
@@ -56,13 +59,9 @@ class ForwardCall:
         self.args = args
         self.kwargs = kwargs
 
-    def replace(
-        self, *, args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None
-    ) -> ForwardCall:
+    def replace(self, *, args: tuple[Any, ...] | None = None, kwargs: dict[str, Any] | None = None) -> ForwardCall:
         """A copy of this call with new positional and/or keyword arguments."""
-        return ForwardCall(
-            self.module, self.args if args is None else args, self.kwargs if kwargs is None else kwargs
-        )
+        return ForwardCall(self.module, self.args if args is None else args, self.kwargs if kwargs is None else kwargs)
 
     def __repr__(self) -> str:
         return f"ForwardCall({type(self.module).__name__}, args={len(self.args)}, kwargs={sorted(self.kwargs)})"
@@ -74,9 +73,9 @@ CallNext = Callable[[ForwardCall], Any]
 
 @runtime_checkable
 class Middleware(Protocol):
-    """Anything callable as ``middleware(call, call_next) -> result``."""
+    """Anything callable as ``middleware(call, call_next) -> result`` (both arguments are passed by position)."""
 
-    def __call__(self, call: ForwardCall, call_next: CallNext) -> Any: ...
+    def __call__(self, call: ForwardCall, call_next: CallNext, /) -> Any: ...
 
 
 class ForwardHook:
@@ -186,9 +185,11 @@ class HookRegistry:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self._entries: list[tuple[str, Middleware]] = []
-        # The instance attribute ``forward`` the module had before we hooked it (usually none).
-        self._had_instance_forward = "forward" in module.__dict__
-        self._previous_forward: Any = module.__dict__.get("forward")
+        # The hooked forward we installed, or None while the module is not hooked by this registry.
+        self._installed: _HookedForward | None = None
+        # The instance attribute ``forward`` the module had when we installed ours (usually none).
+        self._had_instance_forward = False
+        self._previous_forward: Any = None
         self._chain: Callable[[ForwardCall], Any] = self._terminal
 
     # ------------------------------------------------------------------ lookup
@@ -196,37 +197,44 @@ class HookRegistry:
     def get(cls, module: nn.Module) -> HookRegistry | None:
         """The module's registry, or None if nothing is registered on it."""
         reg = module.__dict__.get(_REGISTRY_ATTR)
-        return reg if isinstance(reg, HookRegistry) else None
+        return reg if isinstance(reg, HookRegistry) and reg._entries else None
 
     @classmethod
     def get_or_create(cls, module: nn.Module) -> HookRegistry:
         """The module's registry, created (without touching the module) if it has none yet."""
         if not isinstance(module, nn.Module):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-        reg = cls.get(module)
-        if reg is None:
-            reg = cls(module)
-        return reg
+        reg = module.__dict__.get(_REGISTRY_ATTR)
+        return reg if isinstance(reg, HookRegistry) else cls(module)
+
+    def _live(self) -> HookRegistry:
+        """The registry attached to the module, or this one when none is.
+
+        Every registry object of a module acts on the attached one, so one kept from before a ``clear()`` or
+        obtained twice from :meth:`get_or_create` before the first registration cannot fork the stack.
+        """
+        reg = self.module.__dict__.get(_REGISTRY_ATTR)
+        return reg if isinstance(reg, HookRegistry) else self
 
     def names(self) -> list[str]:
         """Names of the registered middlewares, outermost first."""
-        return [name for name, _ in self._entries]
+        return [name for name, _ in self._live()._entries]
 
     def get_middleware(self, name: str) -> Middleware | None:
         """The middleware registered under ``name``, or None."""
-        for n, mw in self._entries:
+        for n, mw in self._live()._entries:
             if n == name:
                 return mw
         return None
 
     def __contains__(self, name: object) -> bool:
-        return any(n == name for n, _ in self._entries)
+        return any(n == name for n, _ in self._live()._entries)
 
     def __iter__(self) -> Iterator[tuple[str, Middleware]]:
-        return iter(list(self._entries))
+        return iter(list(self._live()._entries))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._live()._entries)
 
     # ---------------------------------------------------------------- mutation
     def register(self, name: str, middleware: Middleware, *, index: int | None = None) -> HookHandle:
@@ -242,6 +250,9 @@ class HookRegistry:
             raise TypeError(
                 f"middleware: expected a callable middleware(call, call_next), got {type(middleware).__name__}"
             )
+        live = self._live()
+        if live is not self:
+            return live.register(name, middleware, index=index)
         existing = self.get_middleware(name)
         if existing is not None:
             if existing is middleware or existing == middleware:
@@ -260,6 +271,9 @@ class HookRegistry:
 
     def remove(self, name: str) -> Middleware | None:
         """Remove the middleware under ``name`` and return it; a no-op returning None if absent."""
+        live = self._live()
+        if live is not self:
+            return live.remove(name)
         for i, (n, mw) in enumerate(self._entries):
             if n == name:
                 del self._entries[i]
@@ -269,8 +283,9 @@ class HookRegistry:
 
     def clear(self) -> None:
         """Remove every middleware; the module is restored exactly."""
-        self._entries.clear()
-        self._rebuild()
+        live = self._live()
+        live._entries.clear()
+        live._rebuild()
 
     # ----------------------------------------------------------------- runtime
     def _terminal(self, call: ForwardCall) -> Any:
@@ -286,29 +301,68 @@ class HookRegistry:
         # The class's forward bound to the module; looked up per call so a re-bound class method is honoured.
         return type(self.module).forward.__get__(self.module, type(self.module))  # type: ignore[no-any-return]
 
-    def _rebuild(self) -> None:
-        """Rebuild the call chain from the ordered list and (un)install the hooked forward."""
+    def _build_chain(self) -> Callable[[ForwardCall], Any]:
         chain: Callable[[ForwardCall], Any] = self._terminal
         for _, mw in reversed(self._entries):
             chain = _link(mw, chain)
-        self._chain = chain
+        return chain
+
+    def _rebuild(self) -> None:
+        """Rebuild the call chain from the ordered list and (un)install the hooked forward."""
+        self._chain = self._build_chain()
         module = self.module
+        md = module.__dict__
         if self._entries:
-            if not isinstance(module.__dict__.get("forward"), _HookedForward):
-                object.__setattr__(module, "forward", _HookedForward(self, self._original_forward()))
-            module.__dict__[_REGISTRY_ATTR] = self
-        else:
+            if self._installed is None:
+                # Snapshot what ``forward`` is now, at install time, and put ours on top of it.
+                self._had_instance_forward = "forward" in md
+                self._previous_forward = md.get("forward")
+                self._installed = _HookedForward(self, self._original_forward())
+                md["forward"] = self._installed
+            md[_REGISTRY_ATTR] = self
+        elif self._installed is not None and md.get("forward") is self._installed:
+            # Ours is the outermost forward: restore exactly what was there.
             if self._had_instance_forward:
-                module.__dict__["forward"] = self._previous_forward
+                md["forward"] = self._previous_forward
             else:
-                module.__dict__.pop("forward", None)
-            module.__dict__.pop(_REGISTRY_ATTR, None)
+                del md["forward"]
+            self._installed = None
+            self._previous_forward = None
+            self._had_instance_forward = False
+            md.pop(_REGISTRY_ATTR, None)
+        elif self._installed is None:
+            md.pop(_REGISTRY_ATTR, None)
+        # Otherwise something wrapped ``forward`` on top of ours: ours stays as a pass-through (its chain is the
+        # bare terminal) and stays attached, so a later registration reuses it rather than stacking a second one.
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The chain holds closures, which ``copy.deepcopy`` would share with the original; rebuild it instead.
+        state = self.__dict__.copy()
+        del state["_chain"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._chain = self._build_chain()
 
     def __repr__(self) -> str:
         return f"HookRegistry({type(self.module).__name__}, {self.names()})"
 
 
 def _link(middleware: Middleware, call_next: Callable[[ForwardCall], Any]) -> Callable[[ForwardCall], Any]:
+    if isinstance(middleware, ForwardHook) and type(middleware).__call__ is ForwardHook.__call__:
+        hook = middleware
+
+        # ForwardHook.__call__ inlined: saves a Python frame and the slot dispatch of calling an instance.
+        def hook_step(call: ForwardCall) -> Any:
+            module = call.module
+            args, kwargs = hook.pre_forward(module, call.args, call.kwargs)
+            if args is not call.args or kwargs is not call.kwargs:
+                call = ForwardCall(module, args, kwargs)
+            return hook.post_forward(module, call_next(call))
+
+        return hook_step
+
     def step(call: ForwardCall) -> Any:
         return middleware(call, call_next)
 

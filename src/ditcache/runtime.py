@@ -75,16 +75,24 @@ class StepClock:
         self.num_steps: int | None = None
 
     def refresh(self, num_steps: int | None) -> None:
-        """Start a new generation for every branch at its next call, with ``num_steps`` calls per branch."""
+        """Start a new generation for every branch at its next call, with ``num_steps`` calls per branch.
+
+        ``None`` keeps the step count already known (from the config or an earlier refresh).
+        """
         self._epoch += 1
-        self.num_steps = num_steps
+        if num_steps is not None:
+            self.num_steps = num_steps
 
     def branches(self) -> list[Hashable]:
         """The branches seen, least recently used first."""
         return list(self._clocks)
 
     def advance(
-        self, branch: Hashable, timestep: float | None, signature: tuple[Any, ...], step_hint: int | None = None
+        self,
+        branch: Hashable,
+        timestep: float | None,
+        signature: tuple[Any, ...],
+        step_hint: int | None = None,
     ) -> tuple[int, int, Hashable | None]:
         """Account for one call; returns ``(step, generation, evicted_branch)``."""
         evicted: Hashable | None = None
@@ -127,7 +135,8 @@ def _scalar(t: torch.Tensor | float | None) -> float | None:
     if isinstance(t, torch.Tensor):
         if t.numel() == 0:
             return None
-        return float(t.reshape(-1)[0])
+        # The largest entry: per-token timesteps (Wan 2.2 TI2V image-to-video) pin the conditioning frame at 0.
+        return float(t.detach().reshape(-1).max())
     return float(t)
 
 
@@ -187,6 +196,15 @@ class CacheRuntime:
                 f"{type(self.module).__name__} ({existing.config!r}); remove it first with "
                 f"ditcache.remove_cache(module, {middleware.name!r})"
             )
+        if middleware.level is not None:
+            for mw in self._middlewares:
+                if mw.level == middleware.level:
+                    raise ValueError(
+                        f"cache: {middleware.name!r} and the applied {mw.name!r} are both {middleware.level}-level "
+                        f"caches; two of them cannot be stacked on one module (the outer one would decide for both). "
+                        f"Stack a step-level cache (teacache, magcache) over a block-level one (dbcache), or remove "
+                        f"{mw.name!r} first"
+                    )
         middleware.bind(self.module, len(self.extractor.block_modules(self.module)))
         pos = len(self._middlewares)
         for i, mw in enumerate(self._middlewares):
@@ -212,6 +230,11 @@ class CacheRuntime:
             chain = _link(mw, chain)
         self._chain = chain
         self._sync_bridge()
+        # A change of the stack restarts every remaining cache from a clean state at the next call, so each behaves
+        # exactly as if it had been applied alone from then on.
+        self.clock.refresh(self.clock.num_steps)
+        for mw in self._middlewares:
+            mw.reset()
 
     def _sync_bridge(self) -> None:
         want = bool(self._middlewares) and hasattr(type(self.module), "cache_context")
@@ -226,14 +249,22 @@ class CacheRuntime:
     def refresh(self, num_inference_steps: int | None = None) -> None:
         """Start a new generation at the next call: reset every cache's state; set the step count if given."""
         if num_inference_steps is not None and (
-            not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1
+            not isinstance(num_inference_steps, int)
+            or isinstance(num_inference_steps, bool)
+            or num_inference_steps < 1
         ):
-            raise ValueError(f"num_inference_steps: expected a positive int or None, got {num_inference_steps!r}")
+            raise ValueError(
+                f"num_inference_steps: expected a positive int or None, got {num_inference_steps!r}"
+            )
         self.clock.refresh(num_inference_steps)
         for mw in self._middlewares:
             mw.reset()
 
     # ------------------------------------------------------------------ the call
+    # Never traced by torch.compile: the decisions read and write Python state every step (tracing them would
+    # recompile per step). Compile the blocks instead (``block.compile()`` or diffusers' ``compile_repeated_blocks``):
+    # compiled blocks run compiled inside this eager region; ``torch.compile(model)`` stays correct.
+    @torch.compiler.disable  # type: ignore[untyped-decorator,misc]
     def __call__(self, call: ForwardCall, call_next: CallNext) -> Any:
         if not self.enabled or not self._middlewares:
             return call_next(call)
@@ -250,7 +281,6 @@ class CacheRuntime:
             hidden, encoder = self._chain(ctx)
             return ctx.postprocess(hidden, encoder)
 
-    @torch.compiler.disable  # type: ignore[misc]
     def _stamp(self, ctx: CacheContext) -> CacheContext:
         branch = current_branch()
         step_hint: int | None = None
@@ -311,7 +341,9 @@ def _resolve_extractor(module: nn.Module, extractor: Extractor | str | None) -> 
     elif extractor is None or isinstance(extractor, str):
         ext = get_extractor(module if extractor is None else extractor)
     else:
-        raise TypeError(f"extractor: expected an Extractor, a registered key or None, got {type(extractor).__name__}")
+        raise TypeError(
+            f"extractor: expected an Extractor, a registered key or None, got {type(extractor).__name__}"
+        )
     ext.check(module)
     return ext
 

@@ -34,6 +34,7 @@ from .extractors import Extractor
 from .log import get_logger
 from .metrics import rel_l1
 from .middleware import CacheMiddleware, CallNextBlocks
+from .residual import ForecastSettings, ResidualCache
 from .runtime import apply_cache
 
 __all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook"]
@@ -50,6 +51,8 @@ def _coefficients(value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
     try:
+        if isinstance(value, (str, bytes)):  # "12345" would otherwise convert digit by digit
+            raise TypeError
         out = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         raise TypeError(
@@ -71,7 +74,7 @@ def _check_coefficients(inst: Any, attribute: attrs.Attribute[Any], value: tuple
 
 
 def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and value not in TEACACHE_PRESETS:
+    if value is not None and (not isinstance(value, str) or value not in TEACACHE_PRESETS):
         raise ValueError(
             f"TeaCacheConfig.model: unknown model {value!r}; allowed values: {sorted(TEACACHE_PRESETS)} "
             "(or leave it None to infer it from the module, or pass coefficients=...)"
@@ -95,6 +98,11 @@ def _opt_pos_int(inst: Any, attribute: attrs.Attribute[Any], value: int | None) 
 def _opt_bool(inst: Any, attribute: attrs.Attribute[Any], value: bool | None) -> None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"TeaCacheConfig.{attribute.name}: expected True, False or None, got {value!r}")
+
+
+def _bool(inst: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected True or False, got {value!r}")
 
 
 def _opt_str(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -128,8 +136,24 @@ class TeaCacheConfig:
     """Always compute the last step when the step count is known (reference: True)."""
     max_consecutive_skips: int | None = attrs.field(default=None, validator=_opt_pos_int)
     """Cap on skips in a row (None: no cap, as in the reference)."""
-    abs_rescaled: bool = attrs.field(default=False, validator=_opt_bool)
+    abs_rescaled: bool = attrs.field(default=False, validator=_bool)
     """Accumulate ``abs(poly(x))`` instead of ``poly(x)`` (ComfyUI-TeaCache, vLLM-Omni)."""
+    taylorseer: bool = attrs.field(default=False, validator=_bool)
+    """Forecast the reused residual with TaylorSeer instead of reusing the last one (see ``ditcache.taylorseer``)."""
+    taylorseer_order: int = attrs.field(default=1)
+    """TaylorSeer order (validated by :class:`~ditcache.residual.ForecastSettings`)."""
+    taylorseer_method: str = attrs.field(default="taylor")
+    """``"taylor"`` (published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            ForecastSettings(self.taylorseer_order, self.taylorseer_method)
+        except ValueError as exc:
+            raise ValueError(f"TeaCacheConfig.{exc}") from None
+
+    def forecast(self) -> ForecastSettings | None:
+        """The forecasting settings, or None when TaylorSeer is off."""
+        return ForecastSettings(self.taylorseer_order, self.taylorseer_method) if self.taylorseer else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TeaCacheConfig:
@@ -160,9 +184,7 @@ class TeaCacheConfig:
             thresh=float(self.rel_l1_thresh),
             coefficients=tuple(coefficients),
             indicator=self.indicator if self.indicator is not None else (preset.indicator if preset else None),
-            warmup_steps=self.warmup_steps
-            if self.warmup_steps is not None
-            else (preset.warmup_steps if preset else 1),
+            warmup_steps=self.warmup_steps if self.warmup_steps is not None else (preset.warmup_steps if preset else 1),
             force_last_step=self.force_last_step
             if self.force_last_step is not None
             else (preset.force_last_step if preset else True),
@@ -197,10 +219,9 @@ class ResolvedTeaCache:
 
 @attrs.define
 class _TeaState:
+    residual: ResidualCache
     previous_indicator: torch.Tensor | None = None
     accumulated: float = 0.0
-    residual: torch.Tensor | None = None
-    residual_encoder: torch.Tensor | None = None
     consecutive_skips: int = 0
 
 
@@ -209,13 +230,14 @@ class TeaCache(CacheMiddleware[_TeaState]):
 
     name = "teacache"
     order = 0
+    level = "step"
 
     def __init__(self, config: TeaCacheConfig, resolved: ResolvedTeaCache) -> None:
         super().__init__(config)
         self.resolved = resolved
 
     def new_state(self) -> _TeaState:
-        return _TeaState()
+        return _TeaState(ResidualCache(self.config.forecast()))
 
     def _indicator(self, ctx: CacheContext) -> torch.Tensor:
         key = self.resolved.indicator
@@ -229,7 +251,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
             )
         return value
 
-    @torch.compiler.disable  # type: ignore[misc]
+    @torch.compiler.disable  # type: ignore[untyped-decorator,misc]
     def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
         """Return ``(skip, new_accumulated, distance)`` without changing the state."""
         r = self.resolved
@@ -237,11 +259,10 @@ class TeaCache(CacheMiddleware[_TeaState]):
             ctx.step < r.warmup_steps
             or (r.force_last_step and ctx.is_last_step)
             or state.previous_indicator is None
-            or state.residual is None
-            or state.residual.shape != ctx.hidden_states.shape
+            or not state.residual.usable_for(ctx.hidden_states)
             or state.previous_indicator.shape != indicator.shape
         )
-        if forced:
+        if forced or state.previous_indicator is None:
             return False, 0.0, None
         distance = rel_l1(indicator, state.previous_indicator)
         accumulated = state.accumulated + r.rescale(distance)
@@ -255,19 +276,12 @@ class TeaCache(CacheMiddleware[_TeaState]):
         indicator = self._indicator(ctx)
         skip, accumulated, distance = self.decide(ctx, state, indicator)
         if skip:
-            assert state.residual is not None
-            hidden = ctx.hidden_states + state.residual
-            encoder = ctx.encoder_hidden_states
-            if encoder is not None and state.residual_encoder is not None:
-                encoder = encoder + state.residual_encoder
+            hidden, encoder = state.residual.apply(ctx.step, ctx.hidden_states, ctx.encoder_hidden_states)
             state.consecutive_skips += 1
         else:
             h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
             hidden, encoder = call_next(ctx)
-            state.residual = hidden - h_in
-            state.residual_encoder = (
-                None if (encoder is None or e_in is None or encoder is e_in) else encoder - e_in
-            )
+            state.residual.store(ctx.step, h_in, e_in, hidden, encoder)
             state.consecutive_skips = 0
         state.accumulated = accumulated
         state.previous_indicator = indicator

@@ -51,7 +51,7 @@ class Extractor(abc.ABC):
         """Context entered around the whole cached forward; yields the kwargs :meth:`extract` receives."""
         yield kwargs
 
-    def check(self, module: nn.Module) -> None:
+    def check(self, module: nn.Module) -> None:  # noqa: B027 - optional hook, empty by default
         """Raise ValueError if this extractor cannot serve ``module`` (called when a cache is applied)."""
 
     def __repr__(self) -> str:
@@ -73,7 +73,7 @@ class FunctionExtractor(Extractor):
     ) -> None:
         self.fn = fn
         self._blocks = blocks
-        self.name = name or getattr(fn, "__name__", "function")
+        self.name = str(name or getattr(fn, "__name__", "function"))
 
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         return self.fn(module, *args, **kwargs)
@@ -124,7 +124,9 @@ def register_extractor(
     else:
         raise TypeError(f"key: expected a model class or a non-empty string, got {key!r}")
     if key in table and not replace and table[key] is not ext:
-        raise ValueError(f"key: an extractor is already registered for {key!r}; pass replace=True to override it")
+        raise ValueError(
+            f"key: an extractor is already registered for {key!r}; pass replace=True to override it"
+        )
     table[key] = ext
     return ext
 

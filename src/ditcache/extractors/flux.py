@@ -28,14 +28,17 @@ class FluxExtractor(Extractor):
     name = "flux"
 
     def block_modules(self, module: nn.Module) -> Sequence[nn.Module]:
-        return (*module.transformer_blocks, *module.single_transformer_blocks)
+        m: Any = module
+        return (*m.transformer_blocks, *m.single_transformer_blocks)
 
     def scope(self, module: nn.Module, kwargs: dict[str, Any]) -> Any:
         return _diffusers.lora_scope(module, kwargs, "joint_attention_kwargs")
 
     def check(self, module: nn.Module) -> None:
         if len(self.block_modules(module)) == 0:
-            raise ValueError("model: this FluxTransformer2DModel has no blocks (num_layers + num_single_layers == 0)")
+            raise ValueError(
+                "model: this FluxTransformer2DModel has no blocks (num_layers + num_single_layers == 0)"
+            )
 
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         return _extract(module, *args, **kwargs)
@@ -106,7 +109,9 @@ def _extract(
     def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
         block = double[index] if index < n_double else single[index - n_double]
         if checkpointing:
-            e, h = self._gradient_checkpointing_func(block, h, e, temb, image_rotary_emb, joint_attention_kwargs)
+            e, h = self._gradient_checkpointing_func(
+                block, h, e, temb, image_rotary_emb, joint_attention_kwargs
+            )
         else:
             e, h = block(
                 hidden_states=h,
@@ -120,14 +125,20 @@ def _extract(
                 if controlnet_blocks_repeat:  # XLabs ControlNet
                     h = h + controlnet_block_samples[index % len(controlnet_block_samples)]
                 else:
-                    h = h + controlnet_block_samples[
-                        _diffusers.controlnet_index(index, n_double, len(controlnet_block_samples))
-                    ]
+                    h = (
+                        h
+                        + controlnet_block_samples[
+                            _diffusers.controlnet_index(index, n_double, len(controlnet_block_samples))
+                        ]
+                    )
         elif controlnet_single_block_samples is not None:
             j = index - n_double
-            h = h + controlnet_single_block_samples[
-                _diffusers.controlnet_index(j, n_single, len(controlnet_single_block_samples))
-            ]
+            h = (
+                h
+                + controlnet_single_block_samples[
+                    _diffusers.controlnet_index(j, n_single, len(controlnet_single_block_samples))
+                ]
+            )
         return h, e
 
     first = double[0] if n_double else single[0]
@@ -156,7 +167,6 @@ def _extract(
 
 def _all_blocks(double: nn.ModuleList, single: nn.ModuleList) -> tuple[nn.Module, ...]:
     return (*double, *single)
-
 
 
 def register() -> None:
