@@ -51,6 +51,8 @@ def test_demo_prints_table_and_exits_0(capsys: pytest.CaptureFixture[str]) -> No
     # The first step (warm-up) and the last step (the step count is known) are never skipped.
     assert all(0 < i < steps - 1 for i in listed)
     assert float(_row(out, "measured speed-up").rstrip("x")) > 0
+    bound = float(_row(out, "skipped-step bound (steps / computed)").rstrip("x"))
+    assert bound == pytest.approx(steps / computed, abs=0.005)
     assert float(_row(out, "max abs error (final latent)")) >= 0
     assert float(_row(out, "relative L1 error (final latent)")) >= 0
 
@@ -70,6 +72,13 @@ def test_demo_huge_threshold_skips_all_but_first_and_last() -> None:
     assert result.skipped_steps == list(range(1, steps - 1))
     assert result.max_abs_error > 0
     assert result.speedup > 0
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 1}, {"repeats": 0}, {"seed": -1}, {"steps": 2.5}])
+def test_run_demo_refuses_bad_values(kwargs: dict[str, object]) -> None:
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=f"^{name}: expected an int >= "):
+        run_demo(**kwargs)  # type: ignore[arg-type]
 
 
 def test_info_lists_extractors_and_presets(capsys: pytest.CaptureFixture[str]) -> None:

@@ -69,16 +69,12 @@ class BlockStack:
 
     def __getitem__(self, item: slice) -> BlockStack:
         if not isinstance(item, slice) or item.step not in (None, 1):
-            raise TypeError(
-                "blocks: a BlockStack can only be sliced with a contiguous slice, e.g. stack[1:-2]"
-            )
+            raise TypeError("blocks: a BlockStack can only be sliced with a contiguous slice, e.g. stack[1:-2]")
         lo, hi, _ = item.indices(len(self))
         hi = max(lo, hi)
         return BlockStack(self.run_block, self.all_modules, self.start + lo, self.start + hi)
 
-    def __call__(
-        self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None
-    ) -> BlockOutput:
+    def __call__(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> BlockOutput:
         run = self.run_block
         for index in range(self.start, self.stop):
             hidden_states, encoder_hidden_states = run(index, hidden_states, encoder_hidden_states)
@@ -104,8 +100,10 @@ class CacheContext:
     """
 
     # -- produced by the extractor --------------------------------------------------------------------------
-    modulated_input: torch.Tensor
-    """The timestep-modulated input of the first block (TeaCache's indicator)."""
+    _modulated_input: torch.Tensor | Callable[[], torch.Tensor] = attrs.field(alias="modulated_input")
+    """The timestep-modulated input of the first block (TeaCache's indicator), or a zero-argument function computing
+    it: it is then computed on first use only, so caches that do not need it (MagCache, DBCache) do not pay for it.
+    Read it through :attr:`modulated_input`."""
     hidden_states: torch.Tensor
     """The main (image/video token) stream entering the blocks."""
     encoder_hidden_states: torch.Tensor | None
@@ -143,47 +141,69 @@ class CacheContext:
         return self.blocks(self.hidden_states, self.encoder_hidden_states)
 
     @property
+    def modulated_input(self) -> torch.Tensor:
+        """The modulated input, computed (and checked) on first access when the extractor gave a function."""
+        m = self._modulated_input
+        if not isinstance(m, torch.Tensor):
+            m = m()
+            if not isinstance(m, torch.Tensor):
+                raise TypeError(
+                    f"CacheContext.modulated_input: the function must return a torch.Tensor, got {type(m).__name__}"
+                )
+            self._check_modulated(m)
+            object.__setattr__(self, "_modulated_input", m)
+        return m
+
+    def _check_modulated(self, m: torch.Tensor) -> None:
+        h = self.hidden_states
+        if m.ndim == 0 or m.shape[0] != h.shape[0]:
+            raise ValueError(
+                f"CacheContext.modulated_input: batch size must equal hidden_states' ({h.shape[0]}), "
+                f"got {_tensor_desc(m)}"
+            )
+        if m.device != h.device:
+            raise ValueError(
+                f"CacheContext.modulated_input: on {m.device}, but hidden_states is on {h.device}; all tensors of a "
+                "context must share one device"
+            )
+
+    @property
     def is_last_step(self) -> bool:
         """Whether this is the last call of its branch in the generation (False when the count is unknown)."""
         return self.num_steps is not None and self.step >= self.num_steps - 1
 
     def validate(self) -> None:
         """Check types, batch sizes and devices; raise TypeError / ValueError naming the offending field."""
-        for field in ("modulated_input", "hidden_states", "temb"):
+        m = self._modulated_input
+        if not isinstance(m, torch.Tensor) and not callable(m):
+            raise TypeError(
+                "CacheContext.modulated_input: expected a torch.Tensor or a function returning one, "
+                f"got {type(m).__name__}"
+            )
+        for field in ("hidden_states", "temb"):
             value = getattr(self, field)
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"CacheContext.{field}: expected a torch.Tensor, got {type(value).__name__}")
         for field in ("encoder_hidden_states", "condition"):
             value = getattr(self, field)
             if value is not None and not isinstance(value, torch.Tensor):
-                raise TypeError(
-                    f"CacheContext.{field}: expected a torch.Tensor or None, got {type(value).__name__}"
-                )
+                raise TypeError(f"CacheContext.{field}: expected a torch.Tensor or None, got {type(value).__name__}")
         if not isinstance(self.blocks, BlockStack):
             raise TypeError(f"CacheContext.blocks: expected a BlockStack, got {type(self.blocks).__name__}")
         if len(self.blocks) == 0:
-            raise ValueError(
-                "CacheContext.blocks: the block stack is empty; a model needs at least one block"
-            )
+            raise ValueError("CacheContext.blocks: the block stack is empty; a model needs at least one block")
         if not callable(self.postprocess):
-            raise TypeError(
-                f"CacheContext.postprocess: expected a callable, got {type(self.postprocess).__name__}"
-            )
+            raise TypeError(f"CacheContext.postprocess: expected a callable, got {type(self.postprocess).__name__}")
         if not isinstance(self.extra_states, dict):
-            raise TypeError(
-                f"CacheContext.extra_states: expected a dict, got {type(self.extra_states).__name__}"
-            )
+            raise TypeError(f"CacheContext.extra_states: expected a dict, got {type(self.extra_states).__name__}")
         h = self.hidden_states
         if h.ndim < 2:
             raise ValueError(
                 f"CacheContext.hidden_states: expected a batched tensor (ndim >= 2), got {_tensor_desc(h)}"
             )
         batch, device = h.shape[0], h.device
-        m = self.modulated_input
-        if m.ndim == 0 or m.shape[0] != batch:
-            raise ValueError(
-                f"CacheContext.modulated_input: batch size must equal hidden_states' ({batch}), got {_tensor_desc(m)}"
-            )
+        if isinstance(m, torch.Tensor):
+            self._check_modulated(m)
         e = self.encoder_hidden_states
         if e is not None and (e.ndim == 0 or e.shape[0] != batch):
             raise ValueError(
@@ -195,7 +215,7 @@ class CacheContext:
             raise ValueError(
                 f"CacheContext.temb: leading size must be a multiple of the batch size ({batch}), got {_tensor_desc(t)}"
             )
-        for field, value in (("modulated_input", m), ("encoder_hidden_states", e), ("temb", t)):
+        for field, value in (("encoder_hidden_states", e), ("temb", t)):
             if value is not None and value.device != device:
                 raise ValueError(
                     f"CacheContext.{field}: on {value.device}, but hidden_states is on {device}; all tensors of a "

@@ -66,9 +66,7 @@ def get_logger(name: str = "ditcache") -> KVLogger:
 _HANDLER_ATTR = "_ditcache_handler"
 
 
-def configure_logging(
-    level: int | str = "INFO", *, fmt: str = "console", stream: TextIO | None = None
-) -> None:
+def configure_logging(level: int | str = "INFO", *, fmt: str = "console", stream: TextIO | None = None) -> None:
     """Attach one handler to the ``ditcache`` logger rendering events as ``console`` text or ``json`` lines.
 
     Calling it again replaces the handler (configuration happens once, in one place).

@@ -224,11 +224,24 @@ class CacheRuntime:
             self._rebuild()
         return mw
 
-    def _rebuild(self) -> None:
+    def _build_chain(self) -> Callable[[CacheContext], BlockOutput]:
         chain: Callable[[CacheContext], BlockOutput] = _run_blocks
         for mw in reversed(self._middlewares):
             chain = _link(mw, chain)
-        self._chain = chain
+        return chain
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The chain's closures would survive copy.deepcopy and keep calling the original's middlewares.
+        state = self.__dict__.copy()
+        del state["_chain"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._chain = self._build_chain()
+
+    def _rebuild(self) -> None:
+        self._chain = self._build_chain()
         self._sync_bridge()
         # A change of the stack restarts every remaining cache from a clean state at the next call, so each behaves
         # exactly as if it had been applied alone from then on.
@@ -249,13 +262,9 @@ class CacheRuntime:
     def refresh(self, num_inference_steps: int | None = None) -> None:
         """Start a new generation at the next call: reset every cache's state; set the step count if given."""
         if num_inference_steps is not None and (
-            not isinstance(num_inference_steps, int)
-            or isinstance(num_inference_steps, bool)
-            or num_inference_steps < 1
+            not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1
         ):
-            raise ValueError(
-                f"num_inference_steps: expected a positive int or None, got {num_inference_steps!r}"
-            )
+            raise ValueError(f"num_inference_steps: expected a positive int or None, got {num_inference_steps!r}")
         self.clock.refresh(num_inference_steps)
         for mw in self._middlewares:
             mw.reset()
@@ -273,8 +282,7 @@ class CacheRuntime:
             ctx = self.extractor.extract(module, call.args, kwargs)
             if not isinstance(ctx, CacheContext):
                 raise TypeError(
-                    f"extractor {self.extractor.name!r}: extract() must return a CacheContext, "
-                    f"got {type(ctx).__name__}"
+                    f"extractor {self.extractor.name!r}: extract() must return a CacheContext, got {type(ctx).__name__}"
                 )
             ctx.validate()
             ctx = self._stamp(ctx)
@@ -341,9 +349,7 @@ def _resolve_extractor(module: nn.Module, extractor: Extractor | str | None) -> 
     elif extractor is None or isinstance(extractor, str):
         ext = get_extractor(module if extractor is None else extractor)
     else:
-        raise TypeError(
-            f"extractor: expected an Extractor, a registered key or None, got {type(extractor).__name__}"
-        )
+        raise TypeError(f"extractor: expected an Extractor, a registered key or None, got {type(extractor).__name__}")
     ext.check(module)
     return ext
 

@@ -124,9 +124,7 @@ def register_extractor(
     else:
         raise TypeError(f"key: expected a model class or a non-empty string, got {key!r}")
     if key in table and not replace and table[key] is not ext:
-        raise ValueError(
-            f"key: an extractor is already registered for {key!r}; pass replace=True to override it"
-        )
+        raise ValueError(f"key: an extractor is already registered for {key!r}; pass replace=True to override it")
     table[key] = ext
     return ext
 
@@ -138,6 +136,9 @@ def unregister_extractor(key: type | str) -> None:
 
 def registered_extractors() -> list[str]:
     """Names of every supported model: class names and string keys."""
+    from . import _ensure_builtin_extractors
+
+    _ensure_builtin_extractors()
     return sorted({cls.__name__ for cls in _BY_CLASS} | set(_BY_KEY))
 
 

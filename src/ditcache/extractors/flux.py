@@ -36,9 +36,7 @@ class FluxExtractor(Extractor):
 
     def check(self, module: nn.Module) -> None:
         if len(self.block_modules(module)) == 0:
-            raise ValueError(
-                "model: this FluxTransformer2DModel has no blocks (num_layers + num_single_layers == 0)"
-            )
+            raise ValueError("model: this FluxTransformer2DModel has no blocks (num_layers + num_single_layers == 0)")
 
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         return _extract(module, *args, **kwargs)
@@ -109,9 +107,7 @@ def _extract(
     def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
         block = double[index] if index < n_double else single[index - n_double]
         if checkpointing:
-            e, h = self._gradient_checkpointing_func(
-                block, h, e, temb, image_rotary_emb, joint_attention_kwargs
-            )
+            e, h = self._gradient_checkpointing_func(block, h, e, temb, image_rotary_emb, joint_attention_kwargs)
         else:
             e, h = block(
                 hidden_states=h,
@@ -142,10 +138,10 @@ def _extract(
         return h, e
 
     first = double[0] if n_double else single[0]
-    if n_double:
-        modulated_input = first.norm1(hidden_states, emb=temb)[0]
-    else:
-        modulated_input = first.norm(hidden_states, emb=temb)[0]
+    norm = first.norm1 if n_double else first.norm
+
+    def modulated_input() -> torch.Tensor:  # computed only if a cache asks for it (TeaCache)
+        return norm(hidden_states, emb=temb)[0]  # type: ignore[no-any-return]
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.norm_out(h, temb)

@@ -131,8 +131,10 @@ def _extract(
         return h, e
 
     first = blocks[0]
-    img_mod1 = first.img_mod(temb).chunk(2, dim=-1)[0]
-    modulated_input = first._modulate(first.img_norm1(hidden_states), img_mod1, modulate_index)[0]
+
+    def modulated_input() -> torch.Tensor:  # computed only if a cache asks for it (TeaCache)
+        img_mod1 = first.img_mod(temb).chunk(2, dim=-1)[0]
+        return first._modulate(first.img_norm1(hidden_states), img_mod1, modulate_index)[0]  # type: ignore[no-any-return]
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         out_temb = temb.chunk(2, dim=0)[0] if self.zero_cond_t else temb
