@@ -1,6 +1,6 @@
 """Train the bundled digits diffusion transformer (ditcache.bundled) on the CPU and write its files.
 
-Usage (from the repository root; about 15 minutes on one CPU core)::
+Usage (from the repository root; about 10 minutes on one CPU core)::
 
     python scripts/train_digits_dit.py --out src/ditcache/bundled/
 

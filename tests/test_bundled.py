@@ -54,8 +54,9 @@ def test_weights_load_with_expected_architecture(model: DigitsDiT) -> None:
     assert weights_path().stat().st_size <= 10 * 1024 * 1024
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     # trained, not freshly initialised: a fresh model with the same seed differs
-    torch.manual_seed(0)
-    fresh = DigitsDiT(model.config)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        fresh = DigitsDiT(model.config)
     assert not torch.equal(fresh.transformer.proj_out.weight, model.transformer.proj_out.weight)
 
 
@@ -126,25 +127,41 @@ def test_sampling_quality_and_cfg_calls(model: DigitsDiT) -> None:
     assert events[0].sigma == 1.0 and events[-1].sigma_next == 0.0
 
 
-def test_cfg_uses_separate_named_branches(model: DigitsDiT) -> None:
-    seen: list[str | None] = []
+def test_cfg_uses_separate_named_branches(model: DigitsDiT, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
     original = type(model.transformer).cache_context
 
     def spy(self: FluxTransformer2DModel, name: str):  # type: ignore[no-untyped-def]
         seen.append(name)
         return original(self, name)
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(type(model.transformer), "cache_context", spy)
-    try:
-        sample(model, [1, 2], num_steps=3, guidance_scale=2.0, seed=0)
-        guided = list(seen)
-        seen.clear()
-        sample(model, [1, 2], num_steps=3, guidance_scale=None, seed=0)
-    finally:
-        mp.undo()
+    monkeypatch.setattr(type(model.transformer), "cache_context", spy)
+    sample(model, [1, 2], num_steps=3, guidance_scale=2.0, seed=0)
+    guided = list(seen)
+    seen.clear()
+    sample(model, [1, 2], num_steps=3, guidance_scale=None, seed=0)
     assert guided == ["cond", "uncond"] * 3
     assert seen == ["cond"] * 3
+
+
+def test_shifted_schedule_reaches_the_transformer(model: DigitsDiT) -> None:
+    timesteps: list[float] = []
+
+    def record(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        t = kwargs["timestep"]
+        assert isinstance(t, torch.Tensor)
+        timesteps.append(float(t[0]))
+
+    handle = model.transformer.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        events: list[StepEvent] = []
+        sample(model, [5], num_steps=4, shift=3.0, seed=0, callback=events.append)
+    finally:
+        handle.remove()
+    expected = sigma_schedule(4, shift=3.0)[:-1].tolist()
+    assert timesteps == pytest.approx(expected)
+    assert [e.sigma for e in events] == pytest.approx(expected)
+    assert all(e.transformer_calls == 1 for e in events)
 
 
 def test_sampling_is_deterministic(model: DigitsDiT) -> None:
