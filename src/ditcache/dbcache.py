@@ -39,12 +39,12 @@ import attrs
 import torch
 from torch import nn
 
-from .config import check_keys
+from .config import check_keys, coerce_config
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .metrics import rel_l1
 from .middleware import CacheMiddleware, CallNextBlocks
-from .runtime import apply_cache, get_cache_runtime
+from .runtime import apply_cache
 from .step_masks import SCM_POLICIES, SCM_PRESETS, leading_compute_steps, resolve_mask, validate_mask
 from .taylorseer import FORECAST_METHODS, TaylorSeer
 
@@ -375,16 +375,6 @@ class DBCache(CacheMiddleware[_DBState]):
         return hidden, encoder
 
 
-def _coerce_config(cfg: DBCacheConfig | Mapping[str, Any] | None) -> DBCacheConfig:
-    if cfg is None:
-        return DBCacheConfig()
-    if isinstance(cfg, DBCacheConfig):
-        return cfg
-    if isinstance(cfg, Mapping):
-        return DBCacheConfig.from_dict(cfg)
-    raise TypeError(f"cfg: expected a DBCacheConfig, a dict or None, got {type(cfg).__name__}")
-
-
 def apply_dbcache_hook(
     module: nn.Module,
     cfg: DBCacheConfig | Mapping[str, Any] | None = None,
@@ -397,13 +387,5 @@ def apply_dbcache_hook(
     R0.08). Raises ValueError when ``Fn + Bn`` exceeds the model's block count. Returns the DBCache middleware in
     effect (its :meth:`~ditcache.middleware.CacheMiddleware.stats` list what was cached).
     """
-    config = _coerce_config(cfg)
-    middleware = DBCache(config)
-    applied = apply_cache(module, middleware, extractor=extractor)
-    if config.num_inference_steps is not None and applied is middleware:
-        runtime = get_cache_runtime(module)
-        assert runtime is not None
-        if runtime.clock.num_steps is None:
-            runtime.clock.num_steps = config.num_inference_steps
-    assert isinstance(applied, DBCache)
-    return applied
+    config = coerce_config(DBCacheConfig, cfg)
+    return apply_cache(module, DBCache(config), extractor=extractor, num_inference_steps=config.num_inference_steps)

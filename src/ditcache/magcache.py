@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .branch import is_auto_branch
-from .config import check_keys
+from .config import check_keys, coerce_config
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .log import get_logger
@@ -49,7 +49,7 @@ from .mag_ratios import MAG_RATIO_PRESETS, infer_magcache_model
 from .middleware import CacheMiddleware, CallNextBlocks
 from .profiles import Profile, ProfileError, load_profile, profile_path, save_profile
 from .residual import ForecastSettings, ResidualCache
-from .runtime import apply_cache, get_cache_runtime
+from .runtime import apply_cache
 
 __all__ = [
     "MagCache",
@@ -718,18 +718,6 @@ def apply_magcache_hook(
     middleware in effect (its :meth:`~ditcache.middleware.CacheMiddleware.stats` list what was skipped; its
     :meth:`~MagCache.schedule` what will be).
     """
-    if cfg is None:
-        cfg = MagCacheConfig()
-    elif isinstance(cfg, Mapping):
-        cfg = MagCacheConfig.from_dict(cfg)
-    elif not isinstance(cfg, MagCacheConfig):
-        raise TypeError(f"cfg: expected a MagCacheConfig, a dict or None, got {type(cfg).__name__}")
-    middleware = MagCache(cfg, cfg.resolve(module))
-    applied = apply_cache(module, middleware, extractor=extractor)
-    if cfg.num_inference_steps is not None and applied is middleware:
-        runtime = get_cache_runtime(module)
-        assert runtime is not None
-        if runtime.clock.num_steps is None:
-            runtime.clock.num_steps = cfg.num_inference_steps
-    assert isinstance(applied, MagCache)
-    return applied
+    config = coerce_config(MagCacheConfig, cfg)
+    middleware = MagCache(config, config.resolve(module))
+    return apply_cache(module, middleware, extractor=extractor, num_inference_steps=config.num_inference_steps)

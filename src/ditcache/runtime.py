@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import torch
@@ -354,15 +354,33 @@ def _resolve_extractor(module: nn.Module, extractor: Extractor | str | None) -> 
     return ext
 
 
+M = TypeVar("M", bound=CacheMiddleware[Any])
+
+
 def apply_cache(
-    module: nn.Module, middleware: CacheMiddleware[Any], *, extractor: Extractor | str | None = None
-) -> CacheMiddleware[Any]:
+    module: nn.Module,
+    middleware: M,
+    *,
+    extractor: Extractor | str | None = None,
+    num_inference_steps: int | None = None,
+) -> M:
     """Attach a cache middleware to ``module`` and return the middleware that is in effect.
 
     The module's extractor is looked up from its class unless ``extractor`` is given. Applying an equal cache
     twice is a no-op (the one already applied is returned); a different config under the same cache name is an
-    error. Nothing is changed when an error is raised.
+    error. Nothing is changed when an error is raised. ``num_inference_steps`` (a config's step count) becomes the
+    runtime's step count unless one is already known.
     """
+    applied = _apply(module, middleware, extractor)
+    if num_inference_steps is not None and applied is middleware:
+        runtime = get_cache_runtime(module)
+        assert runtime is not None
+        if runtime.clock.num_steps is None:
+            runtime.clock.num_steps = num_inference_steps
+    return applied
+
+
+def _apply(module: nn.Module, middleware: M, extractor: Extractor | str | None) -> M:
     if not isinstance(module, nn.Module):
         raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
     if not isinstance(middleware, CacheMiddleware):
@@ -381,7 +399,7 @@ def apply_cache(
     existing = runtime.get(middleware.name)
     if runtime.add(middleware):
         return middleware
-    assert existing is not None
+    assert isinstance(existing, type(middleware))
     return existing
 
 

@@ -15,29 +15,36 @@ The published algorithm (TeaCache4FLUX; paper Eq. 4-7), per CFG branch:
 Integrations differ on details; each is an explicit option here with the reference behaviour as default:
 ``abs_rescaled`` (ComfyUI / vLLM-Omni take ``abs()`` of the rescaled distance), ``force_last_step``,
 ``max_consecutive_skips`` and ``warmup_steps``.
+
+Coefficients come from, in order: ``coefficients`` (one polynomial for every branch), ``profile`` (a calibrated
+"teacache" profile written by ``ditcache calibrate``: a pooled polynomial and, when fitted, one per CFG branch),
+``model`` (a published preset, see ``ditcache.coefficients``), or the preset inferred from the module's class.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
+from .branch import is_auto_branch
 from .coefficients import TEACACHE_PRESETS, TeaCachePreset, infer_teacache_model
-from .config import check_keys
+from .config import check_keys, coerce_config
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .log import get_logger
 from .metrics import rel_l1
 from .middleware import CacheMiddleware, CallNextBlocks
+from .profiles import Profile, ProfileError, find_profile, load_profile, profile_path
 from .residual import ForecastSettings, ResidualCache
 from .runtime import apply_cache
 
-__all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook"]
+__all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook", "profile_coefficients"]
 
 _log = get_logger("ditcache.teacache")
 
@@ -71,6 +78,26 @@ def _check_coefficients(inst: Any, attribute: attrs.Attribute[Any], value: tuple
         )
     if not all(math.isfinite(v) for v in value):
         raise ValueError(f"TeaCacheConfig.coefficients: every coefficient must be finite, got {value!r}")
+
+
+def _c_profile(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        return path if isinstance(path, str) else os.fsdecode(path)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"TeaCacheConfig.profile: expected a profile name, a path or None, got {value!r}")
+    return value
+
+
+def _check_profile(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        profile_path(value)
+    except ProfileError as exc:
+        raise ValueError(f"TeaCacheConfig.{exc}") from None
 
 
 def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
@@ -126,6 +153,12 @@ class TeaCacheConfig:
         default=None, converter=_coefficients, validator=_check_coefficients
     )
     """Explicit polynomial ``[c4, c3, c2, c1, c0]``, overriding the preset's."""
+    profile: str | None = attrs.field(default=None, converter=_c_profile, validator=_check_profile)
+    """Name or path of a calibrated ``"teacache"`` profile (``ditcache calibrate``; see ``ditcache.profiles``). It
+    gives the coefficients, one polynomial per CFG branch when the profile has per-branch fits (branches named
+    ``uncond*``/``negative*`` use the ``uncond`` fit, other named branches the ``cond`` fit, unnamed ones the
+    pooled fit), and the indicator they were fitted on. Exclusive with ``coefficients``; with ``model`` the preset
+    still gives the warm-up and last-step settings. Loaded when the cache is applied."""
     indicator: str | None = attrs.field(default=None, validator=_opt_str)
     """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
     num_inference_steps: int | None = attrs.field(default=None, validator=_opt_pos_int)
@@ -150,6 +183,10 @@ class TeaCacheConfig:
             ForecastSettings(self.taylorseer_order, self.taylorseer_method)
         except ValueError as exc:
             raise ValueError(f"TeaCacheConfig.{exc}") from None
+        if self.profile is not None and self.coefficients is not None:
+            raise ValueError(
+                "TeaCacheConfig.profile: give either coefficients or profile, not both (each gives the polynomial)"
+            )
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
@@ -162,10 +199,12 @@ class TeaCacheConfig:
         return cls(**data)
 
     def resolve(self, module: nn.Module | None) -> ResolvedTeaCache:
-        """Combine this config with the model's preset."""
+        """Combine this config with the model's preset or its profile."""
         preset: TeaCachePreset | None = None
         key = self.model
         exact = True
+        if self.profile is not None:
+            return self._resolve_profile(self.profile)
         if key is None and self.coefficients is None:
             if module is None:
                 raise ValueError("TeaCacheConfig.model: give a model key or coefficients when no module is known")
@@ -194,6 +233,92 @@ class TeaCacheConfig:
             source=preset.source if (preset and self.coefficients is None) else "user coefficients",
         )
 
+    def _resolve_profile(self, profile_ref: str) -> ResolvedTeaCache:
+        try:
+            where = str(find_profile(profile_ref, "teacache"))
+            profile = load_profile(profile_ref, kind="teacache")
+            pooled, branches, indicator = profile_coefficients(profile, where)
+        except ProfileError as exc:
+            raise type(exc)(f"TeaCacheConfig.profile: {exc}") from None
+        preset = TEACACHE_PRESETS[self.model] if self.model is not None else None
+        if self.indicator is not None and self.indicator != indicator:
+            _log.warning(
+                "teacache.indicator_mismatch",
+                profile=where,
+                fitted_on=indicator or "modulated input",
+                configured=self.indicator,
+                note="the coefficients were fitted on another indicator; calibrate with the one you use",
+            )
+        return ResolvedTeaCache(
+            thresh=float(self.rel_l1_thresh),
+            coefficients=pooled,
+            indicator=self.indicator if self.indicator is not None else indicator,
+            warmup_steps=self.warmup_steps if self.warmup_steps is not None else (preset.warmup_steps if preset else 1),
+            force_last_step=self.force_last_step
+            if self.force_last_step is not None
+            else (preset.force_last_step if preset else True),
+            max_consecutive_skips=self.max_consecutive_skips,
+            abs_rescaled=self.abs_rescaled,
+            preset=None,
+            source=f"profile {where}",
+            branch_coefficients=branches,
+        )
+
+
+def _profile_polynomial(value: Any, field: str, where: str) -> tuple[float, ...]:
+    try:
+        coefficients = _coefficients(value)
+        _check_coefficients(None, attrs.fields(TeaCacheConfig).coefficients, coefficients)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("TeaCacheConfig.coefficients", f"data.{field}")
+        raise ProfileError(f"profile {where}: {message}") from None
+    if coefficients is None:
+        raise ProfileError(f"profile {where}: data.{field} is missing; expected 5 numbers [c4, c3, c2, c1, c0]")
+    return coefficients
+
+
+def profile_coefficients(
+    profile: Profile, where: str = "<profile>"
+) -> tuple[tuple[float, ...], dict[str, tuple[float, ...]], str | None]:
+    """The polynomials of a ``"teacache"`` profile, validated: ``(pooled, per_branch, indicator)``.
+
+    ``data.coefficients`` is the pooled fit (5 numbers, highest power first); ``data.branches`` optionally maps
+    ``"cond"``/``"uncond"`` to ``{"coefficients": [...], ...}``; ``data.indicator`` is the ``extra_states`` key the
+    fit used (None or absent: the modulated input). Raises :class:`~ditcache.profiles.ProfileError` naming the field.
+    """
+    if profile.kind != "teacache":
+        raise ProfileError(f"profile {where}: is a {profile.kind!r} profile, expected a 'teacache' profile")
+    data = profile.data
+    pooled = _profile_polynomial(data.get("coefficients"), "coefficients", where)
+    branches: dict[str, tuple[float, ...]] = {}
+    raw = data.get("branches") or {}
+    if not isinstance(raw, dict):
+        raise ProfileError(
+            f"profile {where}: data.branches must be a dict of per-branch fits, got {type(raw).__name__}"
+        )
+    for role, fit in raw.items():
+        if role not in ("cond", "uncond"):
+            raise ProfileError(
+                f"profile {where}: data.branches has unknown branch {role!r}; allowed: ['cond', 'uncond']"
+            )
+        if not isinstance(fit, dict):
+            raise ProfileError(f"profile {where}: data.branches.{role} must be a dict with 'coefficients'")
+        branches[role] = _profile_polynomial(fit.get("coefficients"), f"branches.{role}.coefficients", where)
+    indicator = data.get("indicator")
+    if indicator is not None and (not isinstance(indicator, str) or not indicator):
+        raise ProfileError(f"profile {where}: data.indicator must be a non-empty string or null, got {indicator!r}")
+    return pooled, branches, indicator
+
+
+def branch_coefficient_role(branch: Hashable) -> str | None:
+    """Which per-branch fit a branch uses: ``"uncond"`` for names starting with ``uncond`` or ``negative``,
+    ``"cond"`` for other names, None (the pooled fit) for automatic branches nobody named."""
+    if is_auto_branch(branch):
+        return None
+    if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
+        return "uncond"
+    return "cond"
+
 
 @attrs.frozen
 class ResolvedTeaCache:
@@ -208,11 +333,19 @@ class ResolvedTeaCache:
     abs_rescaled: bool
     preset: str | None
     source: str
+    branch_coefficients: dict[str, tuple[float, ...]] = attrs.field(factory=dict)
+    """Per-branch polynomials of a calibrated profile (``"cond"``, ``"uncond"``); empty: one for every branch."""
 
-    def rescale(self, x: float) -> float:
-        """The polynomial at ``x`` (Horner's rule in float64, as ``numpy.poly1d``)."""
+    def coefficients_for(self, role: str | None) -> tuple[float, ...]:
+        """The polynomial of a branch role (see :func:`branch_coefficient_role`); the pooled one by default."""
+        if role is None:
+            return self.coefficients
+        return self.branch_coefficients.get(role, self.coefficients)
+
+    def rescale(self, x: float, role: str | None = None) -> float:
+        """The polynomial of ``role`` at ``x`` (Horner's rule in float64, as ``numpy.poly1d``)."""
         y = 0.0
-        for c in self.coefficients:
+        for c in self.coefficients_for(role):
             y = y * x + c
         return abs(y) if self.abs_rescaled else y
 
@@ -265,7 +398,8 @@ class TeaCache(CacheMiddleware[_TeaState]):
         if forced or state.previous_indicator is None:
             return False, 0.0, None
         distance = rel_l1(indicator, state.previous_indicator)
-        accumulated = state.accumulated + r.rescale(distance)
+        role = branch_coefficient_role(ctx.branch) if r.branch_coefficients else None
+        accumulated = state.accumulated + r.rescale(distance, role)
         skip = accumulated < r.thresh and (
             r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips
         )
@@ -301,20 +435,6 @@ def apply_teacache_hook(
     inferred from the module's class when the config names neither a model nor coefficients. Returns the TeaCache
     middleware in effect (its :meth:`~ditcache.middleware.CacheMiddleware.stats` list what was skipped).
     """
-    if cfg is None:
-        cfg = TeaCacheConfig()
-    elif isinstance(cfg, Mapping):
-        cfg = TeaCacheConfig.from_dict(cfg)
-    elif not isinstance(cfg, TeaCacheConfig):
-        raise TypeError(f"cfg: expected a TeaCacheConfig, a dict or None, got {type(cfg).__name__}")
-    middleware = TeaCache(cfg, cfg.resolve(module))
-    applied = apply_cache(module, middleware, extractor=extractor)
-    if cfg.num_inference_steps is not None and applied is middleware:
-        from .runtime import get_cache_runtime
-
-        runtime = get_cache_runtime(module)
-        assert runtime is not None
-        if runtime.clock.num_steps is None:
-            runtime.clock.num_steps = cfg.num_inference_steps
-    assert isinstance(applied, TeaCache)
-    return applied
+    config = coerce_config(TeaCacheConfig, cfg)
+    middleware = TeaCache(config, config.resolve(module))
+    return apply_cache(module, middleware, extractor=extractor, num_inference_steps=config.num_inference_steps)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
 
 from torch import nn
+
+from .base import Extractor, register_extractor
 
 
 @contextlib.contextmanager
@@ -45,3 +47,33 @@ def model_output(output: Any, return_dict: bool) -> Any:
 def controlnet_index(index_block: int, num_blocks: int, num_samples: int) -> int:
     """diffusers' ControlNet residual index: ``index_block // ceil(num_blocks / num_samples)``."""
     return index_block // -(-num_blocks // num_samples)
+
+
+class DiffusersExtractor(Extractor):
+    """Common ground of the extractors of diffusers transformer classes.
+
+    A subclass names the model class (:attr:`model_class`, an attribute of the ``diffusers`` package), the
+    ``nn.ModuleList`` attributes holding its blocks in execution order (:attr:`block_lists`) and the keyword argument
+    that carries attention kwargs and the LoRA scale (:attr:`attention_kwargs`), and implements :meth:`extract`.
+    """
+
+    model_class: ClassVar[str]
+    block_lists: ClassVar[tuple[str, ...]]
+    attention_kwargs: ClassVar[str] = "attention_kwargs"
+
+    def block_modules(self, module: nn.Module) -> Sequence[nn.Module]:
+        return tuple(block for attr in self.block_lists for block in getattr(module, attr))
+
+    def scope(self, module: nn.Module, kwargs: dict[str, Any]) -> Any:
+        return lora_scope(module, kwargs, self.attention_kwargs)
+
+    def check(self, module: nn.Module) -> None:
+        if len(self.block_modules(module)) == 0:
+            raise ValueError(f"model: this {type(module).__name__} has no transformer blocks ({self.block_lists})")
+
+    @classmethod
+    def register(cls) -> None:
+        """Register an instance for the diffusers class :attr:`model_class`."""
+        import diffusers
+
+        register_extractor(getattr(diffusers, cls.model_class), cls(), replace=True)

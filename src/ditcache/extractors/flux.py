@@ -19,24 +19,15 @@ from torch import nn
 
 from ..context import BlockOutput, BlockStack, CacheContext
 from . import _diffusers
-from .base import Extractor, register_extractor
 
 
-class FluxExtractor(Extractor):
+class FluxExtractor(_diffusers.DiffusersExtractor):
     """Extractor for ``diffusers.FluxTransformer2DModel``."""
 
     name = "flux"
-
-    def block_modules(self, module: nn.Module) -> Sequence[nn.Module]:
-        m: Any = module
-        return (*m.transformer_blocks, *m.single_transformer_blocks)
-
-    def scope(self, module: nn.Module, kwargs: dict[str, Any]) -> Any:
-        return _diffusers.lora_scope(module, kwargs, "joint_attention_kwargs")
-
-    def check(self, module: nn.Module) -> None:
-        if len(self.block_modules(module)) == 0:
-            raise ValueError("model: this FluxTransformer2DModel has no blocks (num_layers + num_single_layers == 0)")
+    model_class = "FluxTransformer2DModel"
+    block_lists = ("transformer_blocks", "single_transformer_blocks")
+    attention_kwargs = "joint_attention_kwargs"
 
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         return _extract(module, *args, **kwargs)
@@ -167,6 +158,4 @@ def _all_blocks(double: nn.ModuleList, single: nn.ModuleList) -> tuple[nn.Module
 
 def register() -> None:
     """Register this extractor for ``FluxTransformer2DModel``."""
-    from diffusers import FluxTransformer2DModel
-
-    register_extractor(FluxTransformer2DModel, FluxExtractor(), replace=True)
+    FluxExtractor.register()

@@ -24,24 +24,15 @@ from torch import nn
 
 from ..context import BlockOutput, BlockStack, CacheContext
 from . import _diffusers
-from .base import Extractor, register_extractor
 
 
-class QwenImageExtractor(Extractor):
+class QwenImageExtractor(_diffusers.DiffusersExtractor):
     """Extractor for ``diffusers.QwenImageTransformer2DModel``."""
 
     name = "qwenimage"
-
-    def block_modules(self, module: nn.Module) -> Sequence[nn.Module]:
-        m: Any = module
-        return tuple(m.transformer_blocks)
-
-    def scope(self, module: nn.Module, kwargs: dict[str, Any]) -> Any:
-        return _diffusers.lora_scope(module, kwargs, "attention_kwargs")
-
-    def check(self, module: nn.Module) -> None:
-        if len(self.block_modules(module)) == 0:
-            raise ValueError("model: this QwenImageTransformer2DModel has no blocks (num_layers == 0)")
+    model_class = "QwenImageTransformer2DModel"
+    block_lists = ("transformer_blocks",)
+    attention_kwargs = "attention_kwargs"
 
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         return _extract(module, *args, **kwargs)
@@ -161,6 +152,4 @@ def _extract(
 
 def register() -> None:
     """Register this extractor for ``QwenImageTransformer2DModel``."""
-    from diffusers import QwenImageTransformer2DModel
-
-    register_extractor(QwenImageTransformer2DModel, QwenImageExtractor(), replace=True)
+    QwenImageExtractor.register()

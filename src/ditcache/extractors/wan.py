@@ -15,7 +15,6 @@ mode). ``extra_states`` also holds ``"temb"`` and ``"timestep_proj"`` (the 6-way
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,24 +22,15 @@ from torch import nn
 
 from ..context import BlockOutput, BlockStack, CacheContext
 from . import _diffusers
-from .base import Extractor, register_extractor
 
 
-class WanExtractor(Extractor):
+class WanExtractor(_diffusers.DiffusersExtractor):
     """Extractor for ``diffusers.WanTransformer3DModel``."""
 
     name = "wan"
-
-    def block_modules(self, module: nn.Module) -> Sequence[nn.Module]:
-        m: Any = module
-        return tuple(m.blocks)
-
-    def scope(self, module: nn.Module, kwargs: dict[str, Any]) -> Any:
-        return _diffusers.lora_scope(module, kwargs, "attention_kwargs")
-
-    def check(self, module: nn.Module) -> None:
-        if len(self.block_modules(module)) == 0:
-            raise ValueError("model: this WanTransformer3DModel has no blocks (num_layers == 0)")
+    model_class = "WanTransformer3DModel"
+    block_lists = ("blocks",)
+    attention_kwargs = "attention_kwargs"
 
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         return _extract(module, *args, **kwargs)
@@ -140,6 +130,4 @@ def _extract(
 
 def register() -> None:
     """Register this extractor for ``WanTransformer3DModel``."""
-    from diffusers import WanTransformer3DModel
-
-    register_extractor(WanTransformer3DModel, WanExtractor(), replace=True)
+    WanExtractor.register()
