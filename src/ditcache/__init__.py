@@ -15,6 +15,7 @@ their cached residual is reused) -> the postprocess produces the model's output.
 from __future__ import annotations
 
 from .branch import cfg_branch, current_branch
+from .calibrate import CalibrationTarget, TeaCacheCalibrator, fit_teacache_coefficients
 from .coefficients import TEACACHE_PRESETS, TeaCachePreset
 from .context import BlockStack, CacheContext
 from .dbcache import DBCache, DBCacheConfig, apply_dbcache_hook
@@ -41,6 +42,9 @@ from .teacache import TeaCache, TeaCacheConfig, apply_teacache_hook
 __version__ = "0.1.0"
 
 __all__ = [
+    "fit_teacache_coefficients",
+    "TeaCacheCalibrator",
+    "CalibrationTarget",
     "resolve_mask",
     "mask_from_bins",
     "preset_mask",

@@ -47,7 +47,7 @@ from .extractors import Extractor
 from .log import get_logger
 from .mag_ratios import MAG_RATIO_PRESETS, infer_magcache_model
 from .middleware import CacheMiddleware, CallNextBlocks
-from .profiles import Profile, ProfileError, load_profile, profile_path, save_profile
+from .profiles import Profile, ProfileError, find_profile, load_profile, save_profile
 from .residual import ForecastSettings, ResidualCache
 from .runtime import apply_cache
 
@@ -368,7 +368,7 @@ class MagCacheConfig:
             return self._resolved({"cond": self.mag_ratios}, None, "user mag_ratios", self.model)
         if self.profile is not None:
             profile = load_profile(self.profile, kind="magcache")
-            where = str(profile_path(self.profile))
+            where = str(find_profile(self.profile, "magcache"))
             return self._resolved(profile_curves(profile, where), None, f"profile {where}", self.model or profile.model)
         key, exact = self.model, True
         if key is None:

@@ -12,6 +12,13 @@ Profiles are addressed in one of two ways:
   ``ditcache/profiles`` under the user cache directory (``$XDG_CACHE_HOME`` or ``~/.cache``; ``%LOCALAPPDATA%``
   on Windows).
 
+When a name is loaded for a given ``kind`` (``load_profile(name, kind="teacache")``, which is what
+``TeaCacheConfig(profile=name)`` and ``MagCacheConfig(profile=name)`` do) and ``<name>.json`` does not exist, the
+files ``<name>.<kind>.json`` in the profile directory, then in the profiles shipped inside the package
+(``ditcache/bundled/profiles``) are tried in turn: ``ditcache calibrate --name NAME`` writes
+``NAME.teacache.json`` and ``NAME.magcache.json``, so one name serves both caches. Files in the profile directory
+take precedence over the shipped ones.
+
 The file format is plain JSON (one object: ``format``, ``version``, ``kind``, ``model``, ``data``, ``metadata``),
 written atomically. Every problem (missing file, unknown name, invalid JSON, wrong kind, a field of the wrong
 type) raises :class:`ProfileError` naming the file and the field.
@@ -35,6 +42,8 @@ __all__ = [
     "Profile",
     "ProfileError",
     "ProfileNotFoundError",
+    "bundled_profile_dir",
+    "find_profile",
     "list_profiles",
     "load_profile",
     "profile_dir",
@@ -163,6 +172,40 @@ def profile_path(path_or_name: str | os.PathLike[str]) -> Path:
     return profile_dir() / f"{name}.json"
 
 
+def bundled_profile_dir() -> Path:
+    """The directory of the profiles shipped inside the package (``ditcache/bundled/profiles``)."""
+    return Path(__file__).resolve().parent / "bundled" / "profiles"
+
+
+def find_profile(path_or_name: str | os.PathLike[str], kind: str | None = None) -> Path:
+    """The file a profile path or name refers to (see the module docstring for the lookup order of a name).
+
+    Raises :class:`ProfileNotFoundError` naming the directory searched and the available names when there is none.
+    """
+    if kind is not None and kind not in PROFILE_KINDS:
+        raise ValueError(f"kind: expected one of {list(PROFILE_KINDS)} or None, got {kind!r}")
+    path = profile_path(path_or_name)
+    if _is_path(path_or_name):
+        if not path.is_file():
+            raise ProfileNotFoundError(f"profile: no profile file at {path}")
+        return path
+    name = str(path_or_name)
+    shipped = bundled_profile_dir()
+    candidates = [path]
+    if kind is not None:
+        candidates += [path.with_name(f"{name}.{kind}.json"), shipped / f"{name}.{kind}.json"]
+    candidates.append(shipped / f"{name}.json")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    available = list_profiles()
+    raise ProfileNotFoundError(
+        f"profile: no profile named {name!r} in {path.parent} (the directory comes from "
+        f"${PROFILE_DIR_ENV} or the user cache dir); available: {available or 'none'}"
+        + (f"; shipped with ditcache: {sorted(p.stem for p in shipped.glob('*.json'))}" if shipped.is_dir() else "")
+    )
+
+
 def save_profile(profile: Profile, path_or_name: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
     """Write ``profile`` to a path or under a name (see the module docstring); returns the file written.
 
@@ -194,18 +237,11 @@ def save_profile(profile: Profile, path_or_name: str | os.PathLike[str], *, over
 
 
 def load_profile(path_or_name: str | os.PathLike[str], *, kind: str | None = None) -> Profile:
-    """Read a profile by path or by name; with ``kind`` given, a profile of another kind is an error."""
+    """Read a profile by path or by name (:func:`find_profile` says which file); with ``kind`` given, a profile
+    of another kind is an error."""
     if kind is not None and kind not in PROFILE_KINDS:
         raise ValueError(f"kind: expected one of {list(PROFILE_KINDS)} or None, got {kind!r}")
-    path = profile_path(path_or_name)
-    if not path.is_file():
-        if _is_path(path_or_name):
-            raise ProfileNotFoundError(f"profile: no profile file at {path}")
-        available = list_profiles()
-        raise ProfileNotFoundError(
-            f"profile: no profile named {str(path_or_name)!r} in {path.parent} (the directory comes from "
-            f"${PROFILE_DIR_ENV} or the user cache dir); available: {available or 'none'}"
-        )
+    path = find_profile(path_or_name, kind)
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

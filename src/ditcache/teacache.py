@@ -239,7 +239,7 @@ class TeaCacheConfig:
             profile = load_profile(profile_ref, kind="teacache")
             pooled, branches, indicator = profile_coefficients(profile, where)
         except ProfileError as exc:
-            raise type(exc)(f"TeaCacheConfig.profile: {exc}") from None
+            raise type(exc)(f"TeaCacheConfig.profile: {str(exc).removeprefix('profile: ')}") from None
         preset = TEACACHE_PRESETS[self.model] if self.model is not None else None
         if self.indicator is not None and self.indicator != indicator:
             _log.warning(

@@ -1,0 +1,1048 @@
+"""Calibrate TeaCache coefficients and MagCache ratios for any model with an extractor.
+
+TeaCache decides from a cheap indicator (the modulated input of the first block) how much the model's output
+would change since the last computed step; the map from one to the other is a 4th-order polynomial fitted per
+model (reference/algorithms.md §1.6, after the TeaCache authors' answers in ali-vilab/TeaCache issues #2 and
+#65). Calibration runs the model *uncached* and records, per CFG branch and step:
+
+* ``x``: ``mean|m_t - m_{t-1}| / mean|m_{t-1}|``, the relative L1 change of the indicator between consecutive steps
+  of the same branch (the previous step in the denominator, as TeaCache's Eq. 4), exactly what TeaCache computes at
+  inference;
+* ``y``: the same relative L1 change of the model's output (the velocity/noise prediction returned by the
+  transformer, the ``y`` of the paper's fit). The change of the block stack's output is recorded too (``fit_on=
+  "blocks"``, what vLLM-Omni's estimator fits) as a diagnostic.
+
+:func:`fit_teacache_coefficients` fits ``y ~ poly(x)`` with ``numpy.polyfit`` (degree 4 by default) and reports
+R^2; :func:`calibrate` fits every branch and the pooled points, and measures MagCache's magnitude ratios in the same
+uncached runs through ``MagCacheConfig(calibrate=True)`` (averaged over the samples). The results are two profiles
+(``ditcache.profiles``): kind ``"teacache"`` (pooled and per-branch coefficients, R^2, point count, x range, the raw
+points) and kind ``"magcache"`` (per-branch ratio curves), loaded with ``TeaCacheConfig(profile=...)`` and
+``MagCacheConfig(profile=...)``.
+
+A model is calibrated through a :class:`CalibrationTarget`: the transformer (what the caches hook) and a function
+``run(num_steps, seed)`` that runs one complete generation with it, returning the generated output. The command
+line (``ditcache calibrate``) builds one from an import path ``package.module:factory``; the default is the bundled
+digits model (:func:`digits_dit_target`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import inspect
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from .branch import is_auto_branch
+from .context import BlockOutput, CacheContext
+from .extractors import Extractor, get_extractor
+from .log import get_logger
+from .metrics import rel_l1
+from .middleware import CacheMiddleware, CallNextBlocks
+from .profiles import Profile, ProfileError, profile_dir, profile_path, save_profile
+from .runtime import apply_cache, get_cache_runtime, refresh, remove_cache
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "FIT_TARGETS",
+    "CalibrationError",
+    "CalibrationResult",
+    "CalibrationTarget",
+    "TeaCacheCalibrator",
+    "TeaCacheFit",
+    "TradeoffPoint",
+    "add_parser",
+    "calibrate",
+    "digits_dit_target",
+    "evaluate_teacache",
+    "fit_teacache_coefficients",
+    "load_target",
+]
+
+_log = get_logger("ditcache.calibrate")
+
+DEFAULT_TARGET = "ditcache.calibrate:digits_dit_target"
+"""The import path of the target ``ditcache calibrate`` uses without ``--model``: the bundled digits model."""
+
+FIT_TARGETS = ("output", "blocks")
+"""What ``y`` measures: the model's output (TeaCache's definition) or the block stack's output."""
+
+_MAX_DEGREE = 4  # TeaCache evaluates a polynomial of at most 4th order (5 coefficients)
+
+
+class CalibrationError(ValueError):
+    """A calibration input is invalid; :attr:`argument` names it (``model``, ``config``, ``out``, ...)."""
+
+    def __init__(self, argument: str, message: str) -> None:
+        super().__init__(f"{argument}: {message}")
+        self.argument = argument
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------------------ the fit
+@attrs.frozen
+class TeaCacheFit:
+    """A polynomial fit ``y ~ poly(x)`` of TeaCache calibration points."""
+
+    coefficients: tuple[float, ...]
+    """``degree + 1`` numbers, highest power first (``numpy.poly1d`` order)."""
+    r2: float
+    """Coefficient of determination on the fitted points (1 = perfect; 0 = no better than the mean of y)."""
+    n: int
+    """Number of points fitted."""
+    x_range: tuple[float, float]
+    """Smallest and largest ``x`` fitted: the polynomial is only trustworthy inside."""
+    y_range: tuple[float, float]
+    """Smallest and largest ``y`` fitted."""
+    degree: int
+    """Degree of the polynomial."""
+
+    @property
+    def teacache_coefficients(self) -> tuple[float, float, float, float, float]:
+        """The 5 numbers ``[c4, c3, c2, c1, c0]`` TeaCache takes (leading zeros for a lower degree)."""
+        padded = (0.0,) * (_MAX_DEGREE + 1 - len(self.coefficients)) + self.coefficients
+        return padded  # type: ignore[return-value]
+
+    def __call__(self, x: float | np.ndarray[Any, Any]) -> Any:
+        """The polynomial at ``x`` (a number or an array)."""
+        return np.polyval(np.asarray(self.coefficients, dtype=np.float64), x)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready form stored in a profile (``coefficients`` padded to 5 numbers)."""
+        return {
+            "coefficients": list(self.teacache_coefficients),
+            "degree": self.degree,
+            "r2": self.r2,
+            "n": self.n,
+            "x_range": list(self.x_range),
+            "y_range": list(self.y_range),
+        }
+
+
+def fit_teacache_coefficients(
+    x: Sequence[float] | np.ndarray[Any, Any], y: Sequence[float] | np.ndarray[Any, Any], degree: int = 4
+) -> TeaCacheFit:
+    """Least-squares fit of ``y ~ poly(x)`` (``numpy.polyfit``), as the TeaCache authors calibrate.
+
+    ``x`` and ``y`` are equally long sequences of finite numbers (the indicator's and the output's relative L1
+    changes); ``degree`` is 1-4 (TeaCache evaluates at most a 4th-order polynomial). Needs at least ``degree + 1``
+    distinct ``x`` values. Returns the coefficients (highest power first), R^2, the point count and the ranges.
+    """
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= _MAX_DEGREE:
+        raise ValueError(f"degree: expected an int in [1, {_MAX_DEGREE}], got {degree!r}")
+    xs = np.asarray(x, dtype=np.float64).reshape(-1)
+    ys = np.asarray(y, dtype=np.float64).reshape(-1)
+    if xs.shape != ys.shape:
+        raise ValueError(f"y: expected as many values as x ({xs.size}), got {ys.size}")
+    for name, values in (("x", xs), ("y", ys)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{name}: every value must be finite, got {values[~np.isfinite(values)][:3].tolist()}")
+    distinct = np.unique(xs).size
+    if distinct < degree + 1:
+        raise ValueError(
+            f"x: a degree-{degree} fit needs at least {degree + 1} distinct x values, got {distinct} "
+            f"({xs.size} points); run more steps or samples"
+        )
+    coefficients = np.polyfit(xs, ys, degree)
+    residual = ys - np.polyval(coefficients, xs)
+    ss_res = float(np.sum(residual**2))
+    ss_tot = float(np.sum((ys - ys.mean()) ** 2))
+    if ss_tot > 0:
+        r2 = 1.0 - ss_res / ss_tot
+    else:  # constant y: perfect if the fit reproduces it
+        r2 = 1.0 if ss_res <= 1e-24 * max(1.0, float(np.sum(ys**2))) else 0.0
+    return TeaCacheFit(
+        coefficients=tuple(float(c) for c in coefficients),
+        r2=float(r2),
+        n=int(xs.size),
+        x_range=(float(xs.min()), float(xs.max())),
+        y_range=(float(ys.min()), float(ys.max())),
+        degree=degree,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ the recorder
+def _output_tensor(output: Any) -> torch.Tensor:
+    """The prediction tensor in a model's return value (a tensor, a tuple's first tensor, or ``.sample``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    raise TypeError(
+        f"calibrate: cannot find the output tensor in the model's return value ({type(output).__name__}); expected "
+        "a tensor, a tuple starting with one, or an object with a .sample tensor"
+    )
+
+
+@attrs.define
+class _Series:
+    """The points of one branch over one generation."""
+
+    branch: str
+    role: str
+    steps: list[int] = attrs.field(factory=list)
+    x: list[float] = attrs.field(factory=list)
+    y_output: list[float] = attrs.field(factory=list)
+    y_blocks: list[float] = attrs.field(factory=list)
+
+
+@attrs.define
+class _CalState:
+    series: _Series | None = None
+    indicator: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+    blocks: torch.Tensor | None = None
+
+
+@attrs.frozen
+class _CalibratorSettings:
+    indicator: str | None = None
+    fit_on: str = "output"
+
+
+class TeaCacheCalibrator(CacheMiddleware[_CalState]):
+    """A cache middleware that never skips and records TeaCache's calibration points per CFG branch and step.
+
+    Apply it with :func:`~ditcache.runtime.apply_cache` (or let :func:`calibrate` do it), run generations, then
+    read :meth:`fit` or :meth:`profile`. Points accumulate over generations until :meth:`clear`. The branch role
+    (``cond``/``uncond``) of a named branch comes from its name (``uncond*``/``negative*`` is ``uncond``); unnamed
+    (automatic) branches are ordered by first appearance after each refresh: the first is ``cond``, the others
+    ``uncond``. It computes the model's head once more per call to read the output (calibration only).
+    """
+
+    name = "teacache-calibration"
+    order = 0
+    level = None  # never skips: stacks with MagCache's calibration mode
+
+    def __init__(self, indicator: str | None = None, fit_on: str = "output") -> None:
+        if indicator is not None and (not isinstance(indicator, str) or not indicator):
+            raise TypeError(f"indicator: expected a non-empty extra_states key or None, got {indicator!r}")
+        if fit_on not in FIT_TARGETS:
+            raise ValueError(f"fit_on: expected one of {list(FIT_TARGETS)}, got {fit_on!r}")
+        super().__init__(_CalibratorSettings(indicator, fit_on))
+        self.series: list[_Series] = []
+        self._auto_roles: dict[Hashable, str] = {}
+        self._module_class: str | None = None
+
+    def bind(self, module: nn.Module, num_blocks: int) -> None:
+        self._module_class = type(module).__name__
+
+    def new_state(self) -> _CalState:
+        return _CalState()
+
+    def reset(self) -> None:
+        super().reset()
+        self._auto_roles = {}
+
+    def clear(self) -> None:
+        """Drop every recorded point."""
+        self.series = []
+        self.reset()
+
+    def _role(self, branch: Hashable) -> str:
+        if not is_auto_branch(branch):
+            if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
+                return "uncond"
+            return "cond"
+        role = self._auto_roles.get(branch)
+        if role is None:
+            role = "uncond" if self._auto_roles else "cond"
+            self._auto_roles[branch] = role
+        return role
+
+    def _indicator(self, ctx: CacheContext) -> torch.Tensor:
+        key = self.config.indicator
+        if key is None:
+            return ctx.modulated_input.detach()
+        value = ctx.extra_states.get(key)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"indicator: {key!r} is not a tensor in this model's extra_states; available: "
+                f"{sorted(k for k, v in ctx.extra_states.items() if isinstance(v, torch.Tensor))}"
+            )
+        return value.detach()
+
+    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput:
+        state = self.state(ctx)
+        if state.series is None:
+            state.series = _Series(branch=str(ctx.branch), role=self._role(ctx.branch))
+            self.series.append(state.series)
+        indicator = self._indicator(ctx)
+        hidden, encoder = call_next(ctx)
+        output = _output_tensor(ctx.postprocess(hidden, encoder)).detach()
+        blocks = hidden.detach()
+        distance: float | None = None
+        change: float | None = None
+        prev_i, prev_o, prev_b = state.indicator, state.output, state.blocks
+        if (
+            prev_i is not None
+            and prev_o is not None
+            and prev_b is not None
+            and prev_i.shape == indicator.shape
+            and prev_o.shape == output.shape
+            and prev_b.shape == blocks.shape
+        ):
+            distance = rel_l1(indicator, prev_i)
+            change = rel_l1(output, prev_o)
+            change_blocks = rel_l1(blocks, prev_b)
+            if all(math.isfinite(v) for v in (distance, change, change_blocks)):
+                s = state.series
+                s.steps.append(ctx.step)
+                s.x.append(distance)
+                s.y_output.append(change)
+                s.y_blocks.append(change_blocks)
+        state.indicator, state.output, state.blocks = indicator, output, blocks
+        self.record(ctx, True, distance=distance, output_change=change)
+        return hidden, encoder
+
+    # ------------------------------------------------------------------ results
+    def roles(self) -> list[str]:
+        """The branch roles with points, ``cond`` first."""
+        found = {s.role for s in self.series if s.x}
+        return [r for r in ("cond", "uncond") if r in found]
+
+    def points(self, role: str | None = None, fit_on: str | None = None) -> tuple[np.ndarray[Any, Any], ...]:
+        """``(x, y)`` of one role (None: every branch pooled); ``y`` per ``fit_on`` (default: the setting)."""
+        target = self.config.fit_on if fit_on is None else fit_on
+        if target not in FIT_TARGETS:
+            raise ValueError(f"fit_on: expected one of {list(FIT_TARGETS)}, got {target!r}")
+        chosen = [s for s in self.series if role is None or s.role == role]
+        x = [v for s in chosen for v in s.x]
+        y = [v for s in chosen for v in (s.y_output if target == "output" else s.y_blocks)]
+        return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+    def fit(self, degree: int = 4, fit_on: str | None = None) -> dict[str, TeaCacheFit]:
+        """Fits per role and pooled: ``{"pooled": ..., "cond": ..., "uncond": ...}`` (roles without enough points
+        are left out; the pooled fit is required)."""
+        x, y = self.points(None, fit_on)
+        if x.size == 0:
+            raise ValueError(
+                "calibrate: no calibration points; run at least one complete generation of 2 or more steps with "
+                "the calibrator applied"
+            )
+        fits = {"pooled": fit_teacache_coefficients(x, y, degree)}
+        for role in self.roles():
+            rx, ry = self.points(role, fit_on)
+            try:
+                fits[role] = fit_teacache_coefficients(rx, ry, degree)
+            except ValueError as exc:
+                _log.warning("calibrate.branch_not_fitted", role=role, reason=str(exc))
+        return fits
+
+    def profile(
+        self,
+        model: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        degree: int = 4,
+        fit_on: str | None = None,
+    ) -> Profile:
+        """The recorded points and their fits as a ``"teacache"`` :class:`~ditcache.profiles.Profile`."""
+        target = self.config.fit_on if fit_on is None else fit_on
+        fits = self.fit(degree, target)
+        pooled = fits["pooled"]
+        steps = {len(s.steps) + 1 for s in self.series if s.x}
+        points: dict[str, dict[str, list[float] | list[int]]] = {}
+        for role in self.roles():
+            chosen = [s for s in self.series if s.role == role]
+            points[role] = {
+                "step": [v for s in chosen for v in s.steps],
+                "x": [_round(v) for s in chosen for v in s.x],
+                "y_output": [_round(v) for s in chosen for v in s.y_output],
+                "y_blocks": [_round(v) for s in chosen for v in s.y_blocks],
+            }
+        data: dict[str, Any] = {
+            **pooled.as_dict(),
+            "branches": {role: fit.as_dict() for role, fit in fits.items() if role != "pooled"},
+            "indicator": self.config.indicator,
+            "fit_on": target,
+            "num_steps": max(steps) if steps else None,
+            "generations": sum(1 for s in self.series if s.x),
+            "points": points,
+        }
+        from . import __version__
+
+        meta: dict[str, Any] = {
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "module_class": self._module_class,
+            "ditcache_version": __version__,
+            "torch_version": torch.__version__,
+            "x": "mean|m_t - m_{t-1}| / mean|m_{t-1}| of the indicator "
+            f"({self.config.indicator or 'modulated input'}) between consecutive steps of one branch",
+            "y": f"the same relative L1 change of the {'model output' if target == 'output' else 'block-stack output'}",
+            "fit": f"numpy.polyfit(x, y, {degree}), coefficients highest power first",
+        }
+        meta.update(metadata or {})
+        return Profile(kind="teacache", model=model or self._module_class, data=data, metadata=meta)
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+# ------------------------------------------------------------------------------------------------ targets
+def _module(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"CalibrationTarget.transformer: expected a torch.nn.Module, got {type(value).__name__}")
+
+
+def _callable(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not callable(value):
+        raise TypeError(f"CalibrationTarget.run: expected a callable run(num_steps, seed), got {type(value).__name__}")
+
+
+def _opt_name(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    try:
+        if not isinstance(value, str) or any(c in value for c in "/\\") or value.endswith(".json"):
+            raise ProfileError("not a plain name")
+        profile_path(value)
+    except ProfileError:
+        raise ValueError(
+            f"CalibrationTarget.name: expected a profile name (letters, digits, '.', '_' and '-'), got {value!r}"
+        ) from None
+
+
+def _opt_range(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0
+    ):
+        raise ValueError(f"CalibrationTarget.data_range: expected a finite number > 0 or None, got {value!r}")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"CalibrationTarget.metadata: expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+@attrs.frozen(kw_only=True)
+class CalibrationTarget:
+    """What calibration needs from a model: the transformer the caches hook and a way to run generations.
+
+    ``run(num_steps, seed)`` runs one complete generation of ``num_steps`` denoising steps with ``transformer``
+    (every CFG branch as the pipeline does it: separate calls inside ``transformer.cache_context("cond")`` /
+    ``("uncond")`` as diffusers pipelines do, or ``ditcache.cfg_branch``) and returns the generated output as a
+    tensor with the batch first (latents or images; only :func:`evaluate_teacache` uses it). A factory for the
+    command line returns one (``ditcache calibrate --model package.module:factory``); an object with the
+    attributes ``transformer`` and ``run`` (and optionally ``name``, ``extractor``, ``data_range``) works too.
+    """
+
+    transformer: nn.Module = attrs.field(validator=_module)
+    """The denoiser that the caches are applied to (it needs a registered extractor, or pass ``extractor``)."""
+    run: Callable[[int, int], Any] = attrs.field(validator=_callable)
+    """``run(num_steps, seed)``: one complete generation; returns the output tensor (or None)."""
+    name: str | None = attrs.field(default=None, validator=_opt_name)
+    """Profile name (default: the transformer's class name)."""
+    extractor: Extractor | str | None = None
+    """The extractor to use (default: the one registered for the transformer's class)."""
+    data_range: float | None = attrs.field(default=None, validator=_opt_range)
+    """Peak-to-peak range of the output for PSNR (None: each reference item's max - min)."""
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_as_dict)
+    """Settings recorded in the profiles (guidance scale, resolution, ...)."""
+
+    @property
+    def profile_name(self) -> str:
+        """:attr:`name`, or the transformer's class name."""
+        return self.name or type(self.transformer).__name__
+
+
+def digits_dit_target(
+    guidance_scale: float | None = 3.0,
+    labels: Sequence[int] | None = None,
+    device: str = "cpu",
+    shift: float = 1.0,
+) -> CalibrationTarget:
+    """The bundled digits model (``ditcache.bundled``) as a calibration target.
+
+    One generation samples ``labels`` (default: the ten digits, one image each) with the Euler sampler, with
+    classifier-free guidance ``guidance_scale`` (separate ``cond``/``uncond`` calls; None or 1.0: no guidance);
+    the output is the images in [0, 1] (``data_range`` 1).
+    """
+    from .bundled import load_digits_dit, sample
+
+    model = load_digits_dit(device)
+    chosen = list(range(10)) if labels is None else [int(v) for v in labels]
+
+    def run(num_steps: int, seed: int) -> torch.Tensor:
+        return sample(model, chosen, num_steps, guidance_scale, seed, shift=shift)
+
+    return CalibrationTarget(
+        transformer=model.transformer,
+        run=run,
+        name="digits-dit",
+        data_range=1.0,
+        metadata={"target": "ditcache digits DiT", "guidance_scale": guidance_scale, "labels": chosen, "shift": shift},
+    )
+
+
+def _as_target(obj: Any, where: str) -> CalibrationTarget:
+    if isinstance(obj, CalibrationTarget):
+        return obj
+    transformer, run = getattr(obj, "transformer", None), getattr(obj, "run", None)
+    if isinstance(transformer, nn.Module) and callable(run):
+        return CalibrationTarget(
+            transformer=transformer,
+            run=run,
+            name=getattr(obj, "name", None),
+            extractor=getattr(obj, "extractor", None),
+            data_range=getattr(obj, "data_range", None),
+        )
+    raise CalibrationError(
+        "model",
+        f"{where} returned a {type(obj).__name__}; expected a ditcache.calibrate.CalibrationTarget (or an object "
+        "with a `transformer` nn.Module and a `run(num_steps, seed)` method)",
+    )
+
+
+def load_target(spec: str | None = None, config: Mapping[str, Any] | None = None) -> CalibrationTarget:
+    """Import ``package.module:factory`` (default: :data:`DEFAULT_TARGET`) and call ``factory(**config)``.
+
+    Raises :class:`CalibrationError` naming ``model`` (bad import path, not callable, wrong return type, no
+    extractor for the transformer) or ``config`` (arguments the factory does not accept).
+    """
+    spec = DEFAULT_TARGET if spec is None else spec
+    kwargs = dict(config or {})
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CalibrationError("model", f"expected an import path 'package.module:factory', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import failure is a bad --model
+        raise CalibrationError("model", f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from exc
+    factory: Any = module
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise CalibrationError("model", f"module {module_name!r} has no attribute {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise CalibrationError("model", f"{spec!r} is not callable (got a {type(factory).__name__})")
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise CalibrationError("config", f"the factory {spec!r} does not accept {sorted(kwargs)}: {exc}") from None
+    except ValueError:  # no signature available (builtins): let the call decide
+        pass
+    target = _as_target(factory(**kwargs), f"the factory {spec!r}")
+    extractor = target.extractor
+    if not isinstance(extractor, Extractor):
+        try:
+            get_extractor(target.transformer if extractor is None else extractor)
+        except ValueError as exc:
+            raise CalibrationError("model", str(exc)) from None
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ calibrate
+@attrs.frozen
+class CalibrationResult:
+    """The profiles of one calibration run and the fits behind the TeaCache one."""
+
+    name: str
+    """The profile name the files are written under."""
+    teacache: Profile
+    """Kind ``"teacache"``: pooled and per-branch coefficients, R^2, point counts, x ranges, the raw points."""
+    magcache: Profile | None
+    """Kind ``"magcache"``: per-branch ratio curves (averaged over the samples), or None if not measured."""
+    fits: dict[str, TeaCacheFit]
+    """``"pooled"`` and one per branch role with enough points (``"cond"``, ``"uncond"``)."""
+
+    def profiles(self) -> dict[str, Profile]:
+        """The profiles by kind."""
+        out = {"teacache": self.teacache}
+        if self.magcache is not None:
+            out["magcache"] = self.magcache
+        return out
+
+    def paths(self, directory: str | Path | None = None) -> dict[str, Path]:
+        """Where :meth:`save` writes each profile: ``<directory>/<name>.<kind>.json``."""
+        base = profile_dir() if directory is None else Path(directory).expanduser()
+        return {kind: base / f"{self.name}.{kind}.json" for kind in self.profiles()}
+
+    def save(self, directory: str | Path | None = None, *, overwrite: bool = True) -> dict[str, Path]:
+        """Write the profiles to ``directory`` (default: the profile directory, so that ``TeaCacheConfig(
+        profile=name)`` and ``MagCacheConfig(profile=name)`` find them); returns the files by kind."""
+        paths = self.paths(directory)
+        return {kind: save_profile(p, paths[kind], overwrite=overwrite) for kind, p in self.profiles().items()}
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _average_magcache(profiles: list[Profile], name: str, metadata: Mapping[str, Any]) -> Profile:
+    """The elementwise mean of the per-sample MagCache profiles (same roles, same step count)."""
+    first = profiles[0]
+    data = dict(first.data)
+    for key in ("curves", "std", "cosine_distance"):
+        per_role: dict[str, list[float]] = {}
+        for role in first.data[key]:
+            rows = np.asarray([p.data[key][role] for p in profiles], dtype=np.float64)
+            per_role[role] = [_round(v) for v in rows.mean(axis=0).tolist()]
+        data[key] = per_role
+    data["samples"] = len(profiles)
+    meta = {**first.metadata, **metadata, "averaged_over_samples": len(profiles)}
+    return Profile(kind="magcache", model=name, data=data, metadata=meta)
+
+
+def calibrate(
+    target: CalibrationTarget,
+    *,
+    num_steps: int = 50,
+    samples: int = 4,
+    seed: int = 0,
+    degree: int = 4,
+    indicator: str | None = None,
+    fit_on: str = "output",
+    magcache: bool = True,
+    on_sample: Callable[[int, int, float], None] | None = None,
+) -> CalibrationResult:
+    """Run ``samples`` uncached generations of ``num_steps`` steps (seeds ``seed``, ``seed + 1``, ...) and fit.
+
+    Records TeaCache's points with a :class:`TeaCacheCalibrator` and, with ``magcache=True``, MagCache's ratios
+    with ``MagCacheConfig(calibrate=True)`` in the same runs; both are removed afterwards. ``on_sample(index,
+    seed, seconds)`` is called after each generation. The transformer must have no cache applied.
+    """
+    from .magcache import MagCacheConfig, apply_magcache_hook
+
+    if not isinstance(target, CalibrationTarget):
+        raise TypeError(f"target: expected a CalibrationTarget, got {type(target).__name__}")
+    _check_int(num_steps, "num_steps", 2)
+    _check_int(samples, "samples", 1)
+    _check_int(seed, "seed", 0)
+    if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= _MAX_DEGREE:
+        raise ValueError(f"degree: expected an int in [1, {_MAX_DEGREE}], got {degree!r}")
+    module = target.transformer
+    runtime = get_cache_runtime(module)
+    if runtime is not None and runtime.middlewares:
+        raise ValueError(
+            f"target.transformer: caches {[m.name for m in runtime.middlewares]} are applied; remove them "
+            "(ditcache.remove_cache) first: calibration measures the uncached model"
+        )
+    recorder = apply_cache(module, TeaCacheCalibrator(indicator, fit_on), extractor=target.extractor)
+    mag_profiles: list[Profile] = []
+    seeds = [seed + k for k in range(samples)]
+    try:
+        mag = apply_magcache_hook(module, MagCacheConfig(calibrate=True)) if magcache else None
+        for k, s in enumerate(seeds):
+            refresh(module, num_steps)
+            start = time.perf_counter()
+            with torch.no_grad():
+                target.run(num_steps, s)
+            if not recorder.series:
+                raise ValueError(
+                    "target.run: the transformer was never called with the calibrator applied; run(num_steps, "
+                    "seed) must call target.transformer"
+                )
+            if mag is not None:
+                mag_profiles.append(mag.calibration_profile(model=target.profile_name))
+            if on_sample is not None:
+                on_sample(k, s, time.perf_counter() - start)
+    finally:
+        remove_cache(module, TeaCacheCalibrator.name)
+        if magcache:
+            remove_cache(module, "magcache")
+    from . import __version__
+
+    metadata = {
+        **target.metadata,
+        "num_steps": num_steps,
+        "samples": samples,
+        "seeds": seeds,
+        "ditcache_version": __version__,
+    }
+    name = target.profile_name
+    fits = recorder.fit(degree, fit_on)
+    tea = recorder.profile(model=name, metadata=metadata, degree=degree, fit_on=fit_on)
+    mag_profile = _average_magcache(mag_profiles, name, metadata) if mag_profiles else None
+    return CalibrationResult(name=name, teacache=tea, magcache=mag_profile, fits=fits)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+@attrs.frozen
+class TradeoffPoint:
+    """Quality and work of one TeaCache setting against the uncached outputs (:func:`evaluate_teacache`)."""
+
+    label: str
+    """Which coefficients (e.g. ``"borrowed flux.1-dev"``, ``"calibrated"``)."""
+    threshold: float
+    """``rel_l1_thresh``."""
+    computed_fraction: float
+    """Transformer calls that ran the blocks, over all calls (every branch and seed)."""
+    psnr: float
+    """Mean PSNR (dB) of the outputs against the uncached ones, per batch item; capped at 120 (identical)."""
+    psnr_min: float
+    """Worst item's PSNR."""
+
+
+_PSNR_CAP = 120.0
+
+
+def _psnr(out: torch.Tensor, ref: torch.Tensor, data_range: float | None) -> list[float]:
+    a, b = out.detach().double().cpu(), ref.detach().double().cpu()
+    if a.shape != b.shape or a.ndim == 0:
+        raise ValueError(f"target.run: outputs differ in shape between runs ({tuple(a.shape)} vs {tuple(b.shape)})")
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    mse = ((a - b) ** 2).mean(dim=1)
+    peak = torch.full_like(mse, data_range) if data_range is not None else (b.max(dim=1).values - b.min(dim=1).values)
+    values = []
+    for m, p in zip(mse.tolist(), peak.tolist()):
+        values.append(_PSNR_CAP if m <= 0 else min(_PSNR_CAP, 10 * math.log10(max(p, 1e-12) ** 2 / m)))
+    return values
+
+
+def evaluate_teacache(
+    target: CalibrationTarget,
+    configs: Sequence[tuple[str, Any]],
+    *,
+    num_steps: int,
+    seeds: Sequence[int],
+) -> list[TradeoffPoint]:
+    """Computed-step fraction and PSNR against the uncached outputs for each ``(label, TeaCacheConfig)``.
+
+    Every config runs the same seeds and steps as the uncached reference; ``target.run`` must return the output
+    tensor. A fresh TeaCache is applied per generation and removed afterwards.
+    """
+    from .teacache import TeaCache, TeaCacheConfig, apply_teacache_hook
+
+    _check_int(num_steps, "num_steps", 1)
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
+    module = target.transformer
+    references = []
+    for s in seeds:
+        with torch.no_grad():
+            ref = target.run(num_steps, s)
+        if not isinstance(ref, torch.Tensor):
+            raise TypeError(f"target.run: must return the output tensor for evaluation, got {type(ref).__name__}")
+        references.append(ref)
+    points = []
+    for label, config in configs:
+        if not isinstance(config, TeaCacheConfig):
+            raise TypeError(f"configs: expected (label, TeaCacheConfig) pairs, got {type(config).__name__}")
+        psnrs: list[float] = []
+        computed = total = 0
+        for s, ref in zip(seeds, references):
+            cache: TeaCache = apply_teacache_hook(module, config, extractor=target.extractor)
+            try:
+                refresh(module, num_steps)
+                with torch.no_grad():
+                    out = target.run(num_steps, s)
+                for gen in cache.stats():
+                    computed += len(gen.computed_steps)
+                    total += len(gen.decisions)
+            finally:
+                remove_cache(module, "teacache")
+            psnrs.extend(_psnr(out, ref, target.data_range))
+        points.append(
+            TradeoffPoint(
+                label=label,
+                threshold=float(config.rel_l1_thresh),
+                computed_fraction=computed / total if total else 1.0,
+                psnr=float(np.mean(psnrs)),
+                psnr_min=float(np.min(psnrs)),
+            )
+        )
+    return points
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def _steps_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 2 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"expected an integer in [2, 10000], got {text!r}")
+    return value
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10000:
+        raise argparse.ArgumentTypeError(f"expected an integer in [1, 10000], got {text!r}")
+    return value
+
+
+def _seed_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _cfg_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _thresholds_arg(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers > 0, got {text!r}")
+        values.append(value)
+    return values
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add the ``calibrate`` sub-command to the ``ditcache`` sub-parsers ``commands``; returns its parser."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "calibrate",
+        help="fit TeaCache coefficients and MagCache ratios for a model and write them as profiles",
+        description=(
+            "Run a model uncached for a few generations, fit TeaCache's rescaling polynomial per CFG branch "
+            "(x: relative L1 change of the modulated input between steps, y: the model output's) and measure "
+            "MagCache's magnitude ratios, then write NAME.teacache.json and NAME.magcache.json. Load them with "
+            "TeaCacheConfig(profile=NAME) / MagCacheConfig(profile=NAME). Without --model: the bundled digits model."
+        ),
+    )
+    parser.add_argument(
+        "--model",
+        metavar="IMPORT_PATH",
+        default=None,
+        help=f"'package.module:factory' returning a CalibrationTarget (default: {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="JSON",
+        default=None,
+        help="keyword arguments of the factory as a JSON object, or @FILE to read them from a file",
+    )
+    parser.add_argument("--steps", type=_steps_arg, default=50, help="denoising steps per generation (default: 50)")
+    parser.add_argument("--samples", type=_count_arg, default=4, help="generations to record (default: 4)")
+    parser.add_argument(
+        "--cfg",
+        metavar="SCALE",
+        type=_cfg_arg,
+        default=None,
+        help="classifier-free guidance scale, passed to the factory as guidance_scale (bundled model default: 3.0)",
+    )
+    parser.add_argument("--seed", type=_seed_arg, default=0, help="seed of the first generation (default: 0)")
+    parser.add_argument(
+        "--name", default=None, help="profile name (default: the target's, 'digits-dit' for the bundled model)"
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="directory to write the profiles to (default: the profile directory, $DITCACHE_PROFILE_DIR or "
+        "~/.cache/ditcache/profiles, where names are looked up)",
+    )
+    parser.add_argument(
+        "--evaluate",
+        metavar="THRESHOLDS",
+        type=_thresholds_arg,
+        default=None,
+        help="after calibrating, compare the calibrated coefficients with the preset the model would borrow: "
+        "computed-step fraction and PSNR against uncached outputs at these comma-separated thresholds",
+    )
+    parser.add_argument(
+        "--eval-samples",
+        type=_count_arg,
+        default=4,
+        help="generations per threshold for --evaluate, seeds after the calibration ones (default: 4)",
+    )
+    parser.set_defaults(handler=_cmd_calibrate, calibrate_parser=parser)
+    return parser
+
+
+def _parse_config(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    source = "--config"
+    if text.startswith("@"):
+        path = Path(text[1:]).expanduser()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CalibrationError("config", f"cannot read {path}: {exc.strerror or exc}") from None
+        source = str(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CalibrationError("config", f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise CalibrationError(
+            "config", f"expected a JSON object of keyword arguments for the factory, got {type(value).__name__}"
+        )
+    return value
+
+
+def _writable_dir(text: str | None) -> Path:
+    directory = profile_dir() if text is None else Path(text).expanduser()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ditcache-write-test-"):
+            pass
+    except OSError as exc:
+        raise CalibrationError("out", f"cannot write to {directory}: {exc.strerror or exc}") from None
+    return directory
+
+
+def _check_name(name: str) -> str:
+    if any(c in name for c in "/\\") or name.endswith(".json"):
+        raise CalibrationError("name", f"expected a profile name, not a path, got {name!r}")
+    try:
+        profile_path(name)
+    except ProfileError as exc:
+        raise CalibrationError("name", str(exc).removeprefix("profile: ")) from None
+    return name
+
+
+def _fmt_coefficients(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, Path], out: Path) -> None:
+    from rich.table import Table
+
+    tea = Table(title="[bold]TeaCache fit[/bold] (y = poly(x), numpy.polyfit)", title_justify="left")
+    for col in ("branch", "points", "R^2", "x range", "coefficients [c4, c3, c2, c1, c0]"):
+        tea.add_column(col, overflow="fold")
+    for role, fit in result.fits.items():
+        tea.add_row(
+            role,
+            str(fit.n),
+            f"{fit.r2:.4f}",
+            f"{fit.x_range[0]:.4g} - {fit.x_range[1]:.4g}",
+            _fmt_coefficients(fit.teacache_coefficients),
+        )
+    console.print(tea, highlight=False)
+    if result.fits["pooled"].r2 < 0.5:
+        console.print(
+            f"note: R^2 {result.fits['pooled'].r2:.2f}: the indicator explains little of the output's change; "
+            "compare the trade-off with --evaluate before relying on these coefficients",
+            highlight=False,
+        )
+    if result.magcache is not None:
+        mag = Table(title="[bold]MagCache ratios[/bold] (mean over the samples)", title_justify="left")
+        mag.add_column("branch")
+        mag.add_column("ratios per step (padding 1.0 first)", overflow="fold")
+        for role, curve in result.magcache.data["curves"].items():
+            mag.add_row(role, ", ".join(f"{v:.4f}" for v in curve))
+        console.print(mag, highlight=False)
+    for kind, path in paths.items():
+        console.print(f"wrote {kind} profile: {path}", highlight=False, soft_wrap=True)
+    ref = result.name if out.resolve() == profile_dir().expanduser().resolve() else None
+    tea_ref = repr(ref) if ref else repr(str(paths["teacache"]))
+    console.print(
+        f"use it: ditcache.TeaCacheConfig(profile={tea_ref}, rel_l1_thresh=...)", highlight=False, soft_wrap=True
+    )
+    if "magcache" in paths:
+        mag_ref = repr(ref) if ref else repr(str(paths["magcache"]))
+        console.print(
+            f"        ditcache.MagCacheConfig(profile={mag_ref}, threshold=...)", highlight=False, soft_wrap=True
+        )
+
+
+def _print_tradeoff(console: Any, points: Sequence[TradeoffPoint], title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in ("coefficients", "threshold", "computed fraction", "PSNR (dB)", "worst PSNR (dB)"):
+        table.add_column(col)
+    for p in points:
+        table.add_row(p.label, f"{p.threshold:g}", f"{p.computed_fraction:.3f}", f"{p.psnr:.2f}", f"{p.psnr_min:.2f}")
+    console.print(table, highlight=False)
+
+
+def _error(args: argparse.Namespace, exc: CalibrationError) -> int:
+    parser: argparse.ArgumentParser = args.calibrate_parser
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: --{exc.argument}: {exc.message}", file=sys.stderr)
+    return 2
+
+
+def _cmd_calibrate(args: argparse.Namespace, console: Any) -> int:
+    from .coefficients import infer_teacache_model
+    from .teacache import TeaCacheConfig
+
+    try:
+        config = _parse_config(args.config)
+        if args.cfg is not None:
+            if "guidance_scale" in config and config["guidance_scale"] != args.cfg:
+                raise CalibrationError(
+                    "cfg", f"{args.cfg:g} conflicts with guidance_scale={config['guidance_scale']!r} in --config"
+                )
+            config["guidance_scale"] = args.cfg
+        name = _check_name(args.name) if args.name is not None else None
+        out = _writable_dir(args.out)
+        try:
+            target = load_target(args.model, config)
+        except CalibrationError as exc:
+            if exc.argument == "config" and args.cfg is not None and "guidance_scale" in exc.message:
+                raise CalibrationError("cfg", f"the factory does not accept guidance_scale ({exc.message})") from None
+            raise
+    except CalibrationError as exc:
+        return _error(args, exc)
+    if name is not None:
+        target = attrs.evolve(target, name=name)
+    console.print(
+        f"ditcache calibrate: {target.profile_name} ({type(target.transformer).__name__}), {args.steps} steps x "
+        f"{args.samples} sample(s), seeds {args.seed}-{args.seed + args.samples - 1}, uncached",
+        highlight=False,
+    )
+
+    def progress(k: int, s: int, seconds: float) -> None:
+        console.print(f"  sample {k + 1}/{args.samples} (seed {s}): {seconds:.2f} s", highlight=False)
+
+    result = calibrate(target, num_steps=args.steps, samples=args.samples, seed=args.seed, on_sample=progress)
+    paths = result.save(out)
+    _print_summary(console, result, paths, out)
+    if args.evaluate:
+        configs: list[tuple[str, Any]] = []
+        try:
+            preset, _ = infer_teacache_model(target.transformer)
+        except ValueError:
+            preset = None
+        for t in args.evaluate:
+            if preset is not None:
+                configs.append((f"borrowed {preset}", TeaCacheConfig(rel_l1_thresh=t, model=preset)))
+        for t in args.evaluate:
+            configs.append(("calibrated", TeaCacheConfig(rel_l1_thresh=t, profile=paths["teacache"])))
+        first = args.seed + args.samples
+        seeds = list(range(first, first + args.eval_samples))
+        console.print(f"evaluating on seeds {seeds[0]}-{seeds[-1]} (held out from calibration) ...", highlight=False)
+        try:
+            points = evaluate_teacache(target, configs, num_steps=args.steps, seeds=seeds)
+        except TypeError as exc:  # run() returned no tensor: the profiles are written, the comparison impossible
+            return _error(args, CalibrationError("evaluate", str(exc)))
+        _print_tradeoff(
+            console, points, f"[bold]TeaCache trade-off[/bold], {args.steps} steps, PSNR against uncached outputs"
+        )
+    return 0
