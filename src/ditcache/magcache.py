@@ -47,7 +47,7 @@ from .extractors import Extractor
 from .log import get_logger
 from .mag_ratios import MAG_RATIO_PRESETS, infer_magcache_model
 from .middleware import CacheMiddleware, CallNextBlocks
-from .profiles import Profile, ProfileError, find_profile, load_profile, save_profile
+from .profiles import Profile, ProfileError, find_profile, load_profile, profile_reference, save_profile
 from .residual import ForecastSettings, ResidualCache
 from .runtime import apply_cache
 
@@ -283,14 +283,7 @@ def _c_ratios(value: Any) -> tuple[float, ...] | None:
 
 
 def _c_profile(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, os.PathLike):
-        path = os.fspath(value)
-        return path if isinstance(path, str) else os.fsdecode(path)
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"MagCacheConfig.profile: expected a profile name, a path or None, got {value!r}")
-    return value
+    return profile_reference(value, "MagCacheConfig.profile")
 
 
 def _v_bool(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "load_profile",
     "profile_dir",
     "profile_path",
+    "profile_reference",
     "save_profile",
 ]
 
@@ -269,3 +270,15 @@ def list_profiles(kind: str | None = None) -> list[str]:
                 continue
         names.append(path.stem)
     return names
+
+
+def profile_reference(value: Any, field: str) -> str | None:
+    """Normalise a config's profile reference (a name, a path or None) to a string; TypeError naming ``field``."""
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        return path if isinstance(path, str) else os.fsdecode(path)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{field}: expected a profile name, a path or None, got {value!r}")
+    return value

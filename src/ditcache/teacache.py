@@ -24,7 +24,6 @@ Coefficients come from, in order: ``coefficients`` (one polynomial for every bra
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -40,7 +39,7 @@ from .extractors import Extractor
 from .log import get_logger
 from .metrics import rel_l1
 from .middleware import CacheMiddleware, CallNextBlocks
-from .profiles import Profile, ProfileError, find_profile, load_profile, profile_path
+from .profiles import Profile, ProfileError, find_profile, load_profile, profile_path, profile_reference
 from .residual import ForecastSettings, ResidualCache
 from .runtime import apply_cache
 
@@ -81,14 +80,7 @@ def _check_coefficients(inst: Any, attribute: attrs.Attribute[Any], value: tuple
 
 
 def _c_profile(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, os.PathLike):
-        path = os.fspath(value)
-        return path if isinstance(path, str) else os.fsdecode(path)
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"TeaCacheConfig.profile: expected a profile name, a path or None, got {value!r}")
-    return value
+    return profile_reference(value, "TeaCacheConfig.profile")
 
 
 def _check_profile(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
