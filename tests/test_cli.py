@@ -1,10 +1,12 @@
-"""The ``ditcache`` command line: ``demo``, ``info``, argument errors, the script and ``python -m``."""
+"""The ``ditcache`` command line: ``info``, argument errors, help, the script and ``python -m``.
+
+The ``demo`` and ``bench`` commands have their own test files (test_demo.py, test_bench.py).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +16,7 @@ import pytest
 
 import ditcache
 from ditcache import TEACACHE_PRESETS
-from ditcache.cli import main, run_demo
+from ditcache.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -27,58 +29,6 @@ def _restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logger.handlers[:] = saved[0]
     logger.setLevel(saved[1])
     logger.propagate = saved[2]
-
-
-def _row(output: str, label: str) -> str:
-    """The value cell of the table row whose first cell starts with ``label``."""
-    for line in output.splitlines():
-        cells = [c.strip() for c in re.split(r"[│┃]", line) if c.strip()]
-        if len(cells) >= 2 and cells[0] == label:
-            return cells[1]
-    raise AssertionError(f"no table row {label!r} in:\n{output}")
-
-
-def test_demo_prints_table_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
-    steps = 6
-    assert main(["demo", "--steps", str(steps), "--repeats", "1", "--threshold", "0.6"]) == 0
-    out = capsys.readouterr().out
-    assert "random weights" in out
-    computed, skipped = (int(n) for n in _row(out, "steps computed / skipped").split("/"))
-    assert computed + skipped == steps
-    indices = _row(out, "skipped step indices")
-    listed = [] if indices == "none" else [int(i) for i in indices.split(",")]
-    assert len(listed) == skipped
-    # The first step (warm-up) and the last step (the step count is known) are never skipped.
-    assert all(0 < i < steps - 1 for i in listed)
-    assert float(_row(out, "measured speed-up").rstrip("x")) > 0
-    bound = float(_row(out, "skipped-step bound (steps / computed)").rstrip("x"))
-    assert bound == pytest.approx(steps / computed, abs=0.005)
-    assert float(_row(out, "max abs error (final latent)")) >= 0
-    assert float(_row(out, "relative L1 error (final latent)")) >= 0
-
-
-def test_demo_never_skipping_threshold_is_exact() -> None:
-    # FLUX.1-dev's polynomial is ~0.26 near 0, so the accumulated distance exceeds 1e-6 on every step.
-    result = run_demo(steps=4, threshold=1e-6, repeats=1)
-    assert result.skipped_steps == []
-    assert result.computed_steps == [0, 1, 2, 3]
-    assert result.max_abs_error == 0.0 and result.rel_l1_error == 0.0
-
-
-def test_demo_huge_threshold_skips_all_but_first_and_last() -> None:
-    steps = 5
-    result = run_demo(steps=steps, threshold=1e9, repeats=1)
-    assert result.computed_steps == [0, steps - 1]
-    assert result.skipped_steps == list(range(1, steps - 1))
-    assert result.max_abs_error > 0
-    assert result.speedup > 0
-
-
-@pytest.mark.parametrize("kwargs", [{"steps": 1}, {"repeats": 0}, {"seed": -1}, {"steps": 2.5}])
-def test_run_demo_refuses_bad_values(kwargs: dict[str, object]) -> None:
-    (name,) = kwargs
-    with pytest.raises(ValueError, match=f"^{name}: expected an int >= "):
-        run_demo(**kwargs)  # type: ignore[arg-type]
 
 
 def test_info_lists_extractors_and_presets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,9 +45,10 @@ def test_info_lists_extractors_and_presets(capsys: pytest.CaptureFixture[str]) -
     [
         (["demo", "--steps", "0"], "argument --steps: expected an integer in [2, 1000], got '0'"),
         (["demo", "--steps", "ten"], "argument --steps: expected an integer in [2, 1000], got 'ten'"),
-        (["demo", "--threshold", "-1"], "argument --threshold: expected a finite number > 0, got '-1'"),
-        (["demo", "--threshold", "nan"], "argument --threshold: expected a finite number > 0, got 'nan'"),
-        (["demo", "--seed", "-3"], "argument --seed: expected an integer >= 0, got '-3'"),
+        (["demo", "--guidance", "-1"], "argument --guidance: expected a finite number > 1, got '-1'"),
+        (["demo", "--guidance", "nan"], "argument --guidance: expected a finite number > 1, got 'nan'"),
+        (["demo", "--seed", "-3"], "argument --seed: expected an integer in [0, 2147483647], got '-3'"),
+        (["bench", "--quick"], "the following arguments are required: --out"),
         (["demo", "--bogus"], "unrecognized arguments: --bogus"),
         (["--log-level", "loud", "info"], "argument --log-level: invalid choice: 'loud'"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
@@ -119,7 +70,10 @@ def test_bad_arguments_exit_2_with_message(
 def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--steps" in out and "--threshold" in out and "--seed" in out
+    assert "--out" in out and "--steps" in out and "--guidance" in out and "--seed" in out
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "--quick" in out and "--no-peers" in out
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"ditcache {ditcache.__version__}"
 
