@@ -663,6 +663,8 @@ def test_profile_dir_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 # --------------------------------------------------------------------------------------------- 8. configuration
 INVALID: list[tuple[dict[str, Any], str]] = [
     ({"taylorseer": 1}, r"MagCacheConfig\.taylorseer"),
+    ({"taylorseer_target": "velocity"}, r"MagCacheConfig\.taylorseer_target: expected one of \['residual', 'output'\]"),
+    ({"taylorseer_target": "output"}, r"MagCacheConfig\.taylorseer_target: 'output' forecasts with TaylorSeer"),
     ({"taylorseer_order": -1}, r"MagCacheConfig\.taylorseer_order: expected an int >= 0"),
     ({"taylorseer_method": "euler"}, r"MagCacheConfig\.taylorseer_method: expected one of \['taylor', 'newton'\]"),
     ({"threshold": 0}, r"MagCacheConfig\.threshold: expected a finite number > 0"),

@@ -46,9 +46,9 @@ from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .log import get_logger
 from .mag_ratios import MAG_RATIO_PRESETS, infer_magcache_model
-from .middleware import CacheMiddleware, CallNextBlocks
+from .middleware import CacheMiddleware, CallNextBlocks, FinalOutput
 from .profiles import Profile, ProfileError, find_profile, load_profile, profile_reference, save_profile
-from .residual import ForecastSettings, ResidualCache
+from .residual import ForecastSettings, StepReuse
 from .runtime import apply_cache
 
 __all__ = [
@@ -327,16 +327,26 @@ class MagCacheConfig:
     """TaylorSeer order (validated by :class:`~ditcache.residual.ForecastSettings`)."""
     taylorseer_method: str = attrs.field(default="taylor")
     """``"taylor"`` (published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
+    taylorseer_target: str = attrs.field(default="residual")
+    """What is forecast on skipped steps: ``"residual"`` (the blocks' residual; the head still runs) or ``"output"``
+    (the model's output itself, skipping the head too, as diffusers' TaylorSeer lite). Needs ``taylorseer=True``."""
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
-        return ForecastSettings(self.taylorseer_order, self.taylorseer_method) if self.taylorseer else None
+        if not self.taylorseer:
+            return None
+        return ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
 
     def __attrs_post_init__(self) -> None:
         try:
-            ForecastSettings(self.taylorseer_order, self.taylorseer_method)
+            ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
         except ValueError as exc:
             raise ValueError(f"MagCacheConfig.{exc}") from None
+        if self.taylorseer_target == "output" and not self.taylorseer:
+            raise ValueError(
+                "MagCacheConfig.taylorseer_target: 'output' forecasts with TaylorSeer; set taylorseer=True "
+                "(taylorseer_order=0 reuses the last output)"
+            )
         if self.mag_ratios is not None and self.profile is not None:
             raise ValueError(
                 "MagCacheConfig.mag_ratios: give either mag_ratios or profile, not both (each is a full curve)"
@@ -474,7 +484,7 @@ class _CalibrationRecord:
 
 @attrs.define
 class _MagState:
-    cache: ResidualCache
+    reuse: StepReuse
     role: str | None = None
     calibration_residual: torch.Tensor | None = None
     last_step: int = -1
@@ -523,7 +533,7 @@ class MagCache(CacheMiddleware[_MagState]):
         self._module_class = type(module).__name__
 
     def new_state(self) -> _MagState:
-        return _MagState(ResidualCache(self.config.forecast()))
+        return _MagState(StepReuse(self.config.forecast()))
 
     def reset(self) -> None:
         super().reset()
@@ -562,12 +572,13 @@ class MagCache(CacheMiddleware[_MagState]):
         return -1 if state is None else state.last_step
 
     # ------------------------------------------------------------------ the call
-    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput:
+    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         state = self.state(ctx)
         if state.role is None:
             state.role = self._assign_role(ctx.branch)
             if self.resolved.calibrate:
                 self._start_calibration(ctx.branch, state.role)
+        out: BlockOutput | FinalOutput
         if self.resolved.calibrate:
             out = self._calibration_step(ctx, state, call_next)
         else:
@@ -575,19 +586,16 @@ class MagCache(CacheMiddleware[_MagState]):
         state.last_step = ctx.step
         return out
 
-    def _cached_step(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput:
+    def _cached_step(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         assert state.role is not None
         steps = _steps_or_error(ctx.num_steps, self.config.num_inference_steps)
         sched = self._schedule_for(state.role, steps)
         step = ctx.step
         inside = step < len(sched)
         planned = sched.compute[step] if inside else True
-        if not planned and state.cache.usable_for(ctx.hidden_states):
-            hidden, encoder = self._reuse(ctx, state)
-            computed = False
-        else:
-            hidden, encoder = self._compute(ctx, state, call_next)
-            computed = True
+        computed = planned or not state.reuse.usable_for(ctx)
+        # Skipped: the cached residual (or, with ``taylorseer=True``, its forecast; or the forecast output).
+        result = state.reuse.compute(ctx, call_next) if computed else state.reuse.reuse(ctx)
         self.record(
             ctx,
             computed,
@@ -596,18 +604,7 @@ class MagCache(CacheMiddleware[_MagState]):
             ratio=sched.ratios[step] if inside else None,
             error=sched.accumulated_error[step] if inside else None,
         )
-        return hidden, encoder
-
-    def _compute(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput:
-        """Run the blocks and cache their residual (``output - input`` per stream)."""
-        h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
-        hidden, encoder = call_next(ctx)
-        state.cache.store(ctx.step, h_in, e_in, hidden, encoder)
-        return hidden, encoder
-
-    def _reuse(self, ctx: CacheContext, state: _MagState) -> BlockOutput:
-        """Add the cached residual (or its TaylorSeer forecast, with ``taylorseer=True``) to this step's input."""
-        return state.cache.apply(ctx.step, ctx.hidden_states, ctx.encoder_hidden_states)
+        return result
 
     # ------------------------------------------------------------------ calibration
     def _start_calibration(self, branch: Hashable, role: str) -> None:

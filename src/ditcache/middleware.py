@@ -28,7 +28,7 @@ from torch import nn
 from .context import BlockOutput, CacheContext
 from .log import get_logger
 
-__all__ = ["CacheMiddleware", "CallNextBlocks", "GenerationStats", "StepDecision"]
+__all__ = ["CacheMiddleware", "CallNextBlocks", "FinalOutput", "GenerationStats", "StepDecision"]
 
 CallNextBlocks = Callable[[CacheContext], BlockOutput]
 """Runs the rest of the cache stack (and finally the blocks) for a context."""
@@ -36,6 +36,18 @@ CallNextBlocks = Callable[[CacheContext], BlockOutput]
 S = TypeVar("S")
 
 _log = get_logger("ditcache.middleware")
+
+
+@attrs.frozen
+class FinalOutput:
+    """Returned by the outermost cache middleware instead of block outputs: the model's return value itself.
+
+    The runtime then skips the postprocess. A step-level cache that forecasts the model's *output* (rather than the
+    blocks' residual) returns the forecast this way on skipped steps, and on computed steps applies
+    ``ctx.postprocess`` itself to record the real output. Only the outermost middleware may return it.
+    """
+
+    value: Any
 
 
 @attrs.frozen
@@ -105,8 +117,9 @@ class CacheMiddleware(abc.ABC, Generic[S]):
         """A fresh per-branch state for a new generation."""
 
     @abc.abstractmethod
-    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput:
-        """Decide for this call: compute through ``call_next`` or reuse; return the blocks' output."""
+    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
+        """Decide for this call: compute through ``call_next`` or reuse; return the blocks' output (or, from the
+        outermost cache only, the model's output as a :class:`FinalOutput`)."""
 
     def bind(self, module: nn.Module, num_blocks: int) -> None:
         """Called when applied to a module, with its block count; raise ValueError for an impossible setup."""

@@ -29,7 +29,7 @@ from .branch import auto_branch, current_branch
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor, get_extractor
 from .log import get_logger
-from .middleware import CacheMiddleware, GenerationStats
+from .middleware import CacheMiddleware, FinalOutput, GenerationStats
 from .registry import CallNext, ForwardCall, HookHandle, HookRegistry
 
 __all__ = [
@@ -169,7 +169,7 @@ class CacheRuntime:
         self.enabled = True
         self.external_context: tuple[str, dict[str, Any]] | None = None
         self._middlewares: list[CacheMiddleware[Any]] = []
-        self._chain: Callable[[CacheContext], BlockOutput] = _run_blocks
+        self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
         self._bridged = False
 
     # ------------------------------------------------------------------ stack management
@@ -224,8 +224,8 @@ class CacheRuntime:
             self._rebuild()
         return mw
 
-    def _build_chain(self) -> Callable[[CacheContext], BlockOutput]:
-        chain: Callable[[CacheContext], BlockOutput] = _run_blocks
+    def _build_chain(self) -> Callable[[CacheContext], BlockOutput | FinalOutput]:
+        chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
         for mw in reversed(self._middlewares):
             chain = _link(mw, chain)
         return chain
@@ -286,7 +286,10 @@ class CacheRuntime:
                 )
             ctx.validate()
             ctx = self._stamp(ctx)
-            hidden, encoder = self._chain(ctx)
+            result = self._chain(ctx)
+            if isinstance(result, FinalOutput):
+                return result.value
+            hidden, encoder = result
             return ctx.postprocess(hidden, encoder)
 
     def _stamp(self, ctx: CacheContext) -> CacheContext:
@@ -325,10 +328,19 @@ def _run_blocks(ctx: CacheContext) -> BlockOutput:
 
 
 def _link(
-    middleware: CacheMiddleware[Any], call_next: Callable[[CacheContext], BlockOutput]
-) -> Callable[[CacheContext], BlockOutput]:
-    def step(ctx: CacheContext) -> BlockOutput:
-        return middleware.process(ctx, call_next)
+    middleware: CacheMiddleware[Any], call_next: Callable[[CacheContext], BlockOutput | FinalOutput]
+) -> Callable[[CacheContext], BlockOutput | FinalOutput]:
+    def checked_next(ctx: CacheContext) -> BlockOutput:
+        out = call_next(ctx)
+        if isinstance(out, FinalOutput):
+            raise TypeError(
+                f"cache: an inner middleware returned FinalOutput to {middleware.name!r}; only the outermost cache "
+                "may return the model's output (stack output-forecasting caches outside the others)"
+            )
+        return out
+
+    def step(ctx: CacheContext) -> BlockOutput | FinalOutput:
+        return middleware.process(ctx, checked_next)
 
     return step
 

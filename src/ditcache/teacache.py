@@ -38,9 +38,9 @@ from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .log import get_logger
 from .metrics import rel_l1
-from .middleware import CacheMiddleware, CallNextBlocks
+from .middleware import CacheMiddleware, CallNextBlocks, FinalOutput
 from .profiles import Profile, ProfileError, find_profile, load_profile, profile_path, profile_reference
-from .residual import ForecastSettings, ResidualCache
+from .residual import ForecastSettings, StepReuse
 from .runtime import apply_cache
 
 __all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook", "profile_coefficients"]
@@ -169,12 +169,20 @@ class TeaCacheConfig:
     """TaylorSeer order (validated by :class:`~ditcache.residual.ForecastSettings`)."""
     taylorseer_method: str = attrs.field(default="taylor")
     """``"taylor"`` (published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
+    taylorseer_target: str = attrs.field(default="residual")
+    """What is forecast on skipped steps: ``"residual"`` (the blocks' residual; the head still runs) or ``"output"``
+    (the model's output itself, skipping the head too, as diffusers' TaylorSeer lite). Needs ``taylorseer=True``."""
 
     def __attrs_post_init__(self) -> None:
         try:
-            ForecastSettings(self.taylorseer_order, self.taylorseer_method)
+            ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
         except ValueError as exc:
             raise ValueError(f"TeaCacheConfig.{exc}") from None
+        if self.taylorseer_target == "output" and not self.taylorseer:
+            raise ValueError(
+                "TeaCacheConfig.taylorseer_target: 'output' forecasts with TaylorSeer; set taylorseer=True "
+                "(taylorseer_order=0 reuses the last output)"
+            )
         if self.profile is not None and self.coefficients is not None:
             raise ValueError(
                 "TeaCacheConfig.profile: give either coefficients or profile, not both (each gives the polynomial)"
@@ -182,7 +190,9 @@ class TeaCacheConfig:
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
-        return ForecastSettings(self.taylorseer_order, self.taylorseer_method) if self.taylorseer else None
+        if not self.taylorseer:
+            return None
+        return ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TeaCacheConfig:
@@ -344,7 +354,7 @@ class ResolvedTeaCache:
 
 @attrs.define
 class _TeaState:
-    residual: ResidualCache
+    reuse: StepReuse
     previous_indicator: torch.Tensor | None = None
     accumulated: float = 0.0
     consecutive_skips: int = 0
@@ -362,7 +372,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
         self.resolved = resolved
 
     def new_state(self) -> _TeaState:
-        return _TeaState(ResidualCache(self.config.forecast()))
+        return _TeaState(StepReuse(self.config.forecast()))
 
     def _indicator(self, ctx: CacheContext) -> torch.Tensor:
         key = self.resolved.indicator
@@ -384,7 +394,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
             ctx.step < r.warmup_steps
             or (r.force_last_step and ctx.is_last_step)
             or state.previous_indicator is None
-            or not state.residual.usable_for(ctx.hidden_states)
+            or not state.reuse.usable_for(ctx)
             or state.previous_indicator.shape != indicator.shape
         )
         if forced or state.previous_indicator is None:
@@ -397,22 +407,20 @@ class TeaCache(CacheMiddleware[_TeaState]):
         )
         return skip, (accumulated if skip else 0.0), distance
 
-    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput:
+    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         state = self.state(ctx)
         indicator = self._indicator(ctx)
         skip, accumulated, distance = self.decide(ctx, state, indicator)
         if skip:
-            hidden, encoder = state.residual.apply(ctx.step, ctx.hidden_states, ctx.encoder_hidden_states)
+            result = state.reuse.reuse(ctx)
             state.consecutive_skips += 1
         else:
-            h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
-            hidden, encoder = call_next(ctx)
-            state.residual.store(ctx.step, h_in, e_in, hidden, encoder)
+            result = state.reuse.compute(ctx, call_next)
             state.consecutive_skips = 0
         state.accumulated = accumulated
         state.previous_indicator = indicator
         self.record(ctx, not skip, distance=distance, accumulated=accumulated)
-        return hidden, encoder
+        return result
 
 
 def apply_teacache_hook(
