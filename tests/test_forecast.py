@@ -306,3 +306,102 @@ def test_forecast_settings_are_validated_even_when_off_and_exposed_when_on(confi
     )
     with pytest.raises(ValueError, match=r"unknown setting.*taylorseer_order"):
         config.from_dict({"taylorseer_ordr": 2})
+
+
+# ------------------------------------------------------------------------------------------------------ output target
+@pytest.mark.parametrize("cache", CACHES)
+def test_output_target_never_skipping_is_uncached(
+    base: FluxTransformer2DModel, inputs: FluxInputs, uncached: torch.Tensor, cache: str
+) -> None:
+    model, _ = cached(base, cache, **NEVER[cache], taylorseer=True, taylorseer_target="output")
+    final, _ = run(model, inputs)
+    assert torch.equal(final, uncached)
+
+
+@pytest.mark.parametrize("cache", CACHES)
+def test_output_target_forecasts_the_model_output(base: FluxTransformer2DModel, inputs: FluxInputs, cache: str) -> None:
+    # Same inputs as a plain run: same decisions; computed steps return the real output; a skipped step returns
+    # exactly the last computed output at order 0, and an order-1 extrapolation of the outputs once two exist.
+    plain_model, plain = cached(base, cache, **SKIPPING[cache])
+    trace: list[FluxCall] = []
+    _, plain_out = run(plain_model, inputs, trace)
+    order0_model, order0 = cached(
+        base, cache, **SKIPPING[cache], taylorseer=True, taylorseer_order=0, taylorseer_target="output"
+    )
+    out0 = replay(order0_model, trace)
+    order1_model, order1 = cached(
+        base, cache, **SKIPPING[cache], taylorseer=True, taylorseer_order=1, taylorseer_target="output"
+    )
+    out1 = replay(order1_model, trace)
+    assert decisions(order0) == decisions(plain) and [d[:2] for d in decisions(order1)] == [
+        d[:2] for d in decisions(plain)
+    ]
+    computed_steps: list[int] = []
+    skipped_with_history = 0
+    for step, want in enumerate(plain_out):
+        if plain.stats()[-1].decisions[step].computed:
+            assert torch.equal(out0[step], want) and torch.equal(out1[step], want)
+            computed_steps.append(step)
+            continue
+        last = computed_steps[-1]
+        assert torch.equal(out0[step], plain_out[last])  # order 0: the last real output, head skipped too
+        if len(computed_steps) >= 2:
+            prev = computed_steps[-2]
+            slope = (plain_out[last] - plain_out[prev]) / (last - prev)
+            torch.testing.assert_close(out1[step], plain_out[last] + slope * (step - last), rtol=1e-5, atol=1e-6)
+            skipped_with_history += 1
+    assert skipped_with_history >= 3
+
+
+def test_output_target_requires_taylorseer() -> None:
+    with pytest.raises(ValueError, match=r"TeaCacheConfig\.taylorseer_target: 'output' forecasts with TaylorSeer"):
+        TeaCacheConfig(taylorseer_target="output")
+    with pytest.raises(ValueError, match=r"TeaCacheConfig\.taylorseer_target: expected one of"):
+        TeaCacheConfig(taylorseer=True, taylorseer_target="velocity")
+
+
+def test_output_tensor_round_trips_every_return_type() -> None:
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    from ditcache.residual import output_tensor, with_output_tensor
+
+    t, u = torch.ones(2, 3), torch.zeros(2, 3)
+    for template in (t, (t,), [t, "extra"], Transformer2DModelOutput(sample=t)):
+        assert output_tensor(template) is t
+        rebuilt = with_output_tensor(template, u)
+        assert output_tensor(rebuilt) is u and type(rebuilt) is type(template)
+    with pytest.raises(TypeError, match="taylorseer_target"):
+        output_tensor({"not": "a tensor"})
+
+
+def test_only_the_outermost_cache_may_return_the_model_output(base: FluxTransformer2DModel, inputs: FluxInputs) -> None:
+    from ditcache.middleware import FinalOutput
+
+    class Inner(CacheMiddleware[None]):
+        name = "inner-final"
+        order = 20
+
+        def new_state(self) -> None:
+            return None
+
+        def process(self, ctx: Any, call_next: Any) -> Any:
+            return FinalOutput(ctx.postprocess(*call_next(ctx)))
+
+    model = copy.deepcopy(base)
+    inner = ditcache.apply_cache(model, Inner(None))
+    call = dict(
+        hidden_states=inputs.latents,
+        encoder_hidden_states=inputs.prompt_embeds,
+        pooled_projections=inputs.pooled_prompt_embeds,
+        timestep=torch.ones(inputs.latents.shape[0]),
+        img_ids=inputs.img_ids,
+        txt_ids=inputs.txt_ids,
+        return_dict=False,
+    )
+    with torch.no_grad():
+        alone = model(**call)[0]  # outermost: allowed, and equal to the model's own output
+        assert torch.equal(alone, base(**call)[0])
+        ditcache.apply_teacache_hook(model, {"rel_l1_thresh": 1e-9, "coefficients": LINEAR})
+        with pytest.raises(TypeError, match="only the outermost cache may return"):
+            model(**call)
+    assert ditcache.get_cache_runtime(model) is not None and inner in ditcache.get_cache_runtime(model).middlewares
