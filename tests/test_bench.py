@@ -119,6 +119,10 @@ def test_sweeps_have_unique_names_and_cover_every_family() -> None:
         assert any("+dbcache" in f for f in fams)  # a stack
         assert any(f.endswith("taylorseer") for f in fams if f.startswith(("teacache", "magcache", "dbcache")))
         assert any(f == "cache-dit-dbcache-taylorseer" for f in fams)
+        # TaylorSeer forecasting the model output is swept, and the setting reaches the cache's config
+        forecast_output = [m for m in methods if m.family.endswith("+taylorseer-output")]
+        assert forecast_output
+        assert all(m.params["teacache"]["taylorseer_target"] == "output" for m in forecast_output)
 
 
 def test_verdicts_pick_the_fastest_of_each_side_at_each_level() -> None:

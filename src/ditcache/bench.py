@@ -248,20 +248,36 @@ def cache_dit_dbcache(
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
-def _tea(threshold: float, *, raw: bool = False, ts: int = 0, mc: int | None = None) -> Method:
-    cfg = TeaCacheConfig(
+def _tea_cfg(
+    threshold: float, *, raw: bool = False, ts: int = 0, mc: int | None = None, out: bool = False
+) -> TeaCacheConfig:
+    return TeaCacheConfig(
         rel_l1_thresh=threshold,
         model=None if raw else _FLUX,
         coefficients=_RAW if raw else None,
         taylorseer=ts > 0,
         taylorseer_order=max(ts, 1),
+        taylorseer_target="output" if out else "residual",
         max_consecutive_skips=mc,
     )
-    name = f"TeaCache{' raw' if raw else ''} t={threshold:g}"
-    name += f" +TaylorSeer O{ts}" if ts else ""
-    name += f" max-skips={mc}" if mc is not None else ""
+
+
+def _tea_name(cfg: TeaCacheConfig) -> str:
+    name = f"TeaCache{' raw' if cfg.model is None else ''} t={cfg.rel_l1_thresh:g}"
+    if cfg.taylorseer:
+        name += f" +TaylorSeer O{cfg.taylorseer_order}"
+        name += " output" if cfg.taylorseer_target == "output" else ""
+    name += f" max-skips={cfg.max_consecutive_skips}" if cfg.max_consecutive_skips is not None else ""
+    return name
+
+
+def _tea(threshold: float, *, raw: bool = False, ts: int = 0, mc: int | None = None, out: bool = False) -> Method:
+    """TeaCache (FLUX.1-dev coefficients, or ``raw``), TaylorSeer of order ``ts`` (0: none) forecasting the block
+    residual or, with ``out``, the model output; at most ``mc`` consecutive skips."""
+    cfg = _tea_cfg(threshold, raw=raw, ts=ts, mc=mc, out=out)
     family = "teacache-raw" if raw else "teacache"
-    return ours(name, cfg, family=family + ("+taylorseer" if ts else ""))
+    family += ("+taylorseer" + ("-output" if out else "")) if ts else ""
+    return ours(_tea_name(cfg), cfg, family=family)
 
 
 def _mag(profile: str, threshold: float, k: int, r: float, *, ts: int = 0) -> Method:
@@ -311,6 +327,7 @@ def our_methods(magcache_profile: str, *, quick: bool = False) -> list[Method]:
         return [
             _tea(0.6),
             _tea(1.0, ts=1, mc=4),
+            _tea(1.0, ts=1, mc=4, out=True),
             _mag(p, 0.2, 3, 0.2),
             _mag(p, 0.3, 4, 0.1, ts=1),
             _dbm(0.2, mc=None),
@@ -323,11 +340,15 @@ def our_methods(magcache_profile: str, *, quick: bool = False) -> list[Method]:
         ]
     out: list[Method] = []
     out += [_tea(t) for t in (0.2, 0.4, 0.6, 0.8)]
-    out += [_tea(t, ts=1, mc=mc) for t in (0.5, 1.0, 1.5, 2.0, 3.0) for mc in (6, 8, 10, 12, None)]
-    out += [_tea(3.0, ts=1, mc=mc) for mc in (7, 9, 11, 13, 14)]
-    out += [_tea(t, ts=2, mc=8) for t in (1.0, 2.0)]
-    out += [_tea(t, raw=True, ts=1, mc=mc) for t in (0.1, 0.2, 0.3, 0.5) for mc in (6, 8, 10, 12)]
-    out += [_tea(0.5, raw=True, ts=1, mc=mc) for mc in (9, 14)]
+    # TaylorSeer forecasting the block residual (the head runs on skipped steps)
+    out += [_tea(t, ts=1, mc=mc) for t in (1.0, 2.0, 3.0) for mc in (6, 8, 10, 13)]
+    out += [_tea(1.0, ts=2, mc=8)]
+    out += [_tea(t, raw=True, ts=1, mc=mc) for t in (0.2, 0.3) for mc in (6, 8)]
+    # TaylorSeer forecasting the model output (skipped steps skip the head too): the 35-40 dB frontier
+    out += [_tea(t, ts=1, mc=mc, out=True) for t in (1.0, 1.5, 2.0, 3.0) for mc in (8, 10, 12, 14, None)]
+    out += [_tea(3.0, ts=1, mc=mc, out=True) for mc in (9, 11, 13)]
+    out += [_tea(t, ts=2, mc=mc, out=True) for t, mc in ((1.0, 10), (2.0, 10), (3.0, 12))]
+    out += [_tea(t, raw=True, ts=1, mc=mc, out=True) for t in (0.2, 0.3, 0.5) for mc in (8, 10, 12)]
     out += [_mag(p, t, 3, 0.2) for t in (0.06, 0.1, 0.2, 0.4)]
     out += [_mag(p, t, 6, 0.1) for t in (0.1, 0.3)]
     out += [_mag(p, t, k, r, ts=1) for t in (0.1, 0.3, 1.0) for k in (4, 6) for r in (0.04, 0.1)]
@@ -336,16 +357,16 @@ def our_methods(magcache_profile: str, *, quick: bool = False) -> list[Method]:
     stacks: list[tuple[MagCacheConfig | TeaCacheConfig, DBCacheConfig]] = [
         (MagCacheConfig(threshold=0.2, profile=p), _db(0.1)),
         (MagCacheConfig(threshold=0.1, max_skip_steps=4, retention_ratio=0.1, profile=p, taylorseer=True), _db(0.1)),
-        (TeaCacheConfig(rel_l1_thresh=1.0, model=_FLUX, taylorseer=True, max_consecutive_skips=8), _db(0.1)),
-        (TeaCacheConfig(rel_l1_thresh=2.0, model=_FLUX, taylorseer=True, max_consecutive_skips=10), _db(0.1, ts=1)),
+        (_tea_cfg(1.0, ts=1, mc=8), _db(0.1)),
+        (_tea_cfg(2.0, ts=1, mc=10), _db(0.1, ts=1)),
+        (_tea_cfg(2.0, ts=1, mc=10, out=True), _db(0.1)),
     ]
     for outer, inner in stacks:
         if isinstance(outer, MagCacheConfig):
             head = f"MagCache t={outer.threshold:g} K={outer.max_skip_steps} r={outer.retention_ratio:g}"
+            head += " +TaylorSeer O1" if outer.taylorseer else ""
         else:
-            head = f"TeaCache t={outer.rel_l1_thresh:g}"
-            head += f" max-skips={outer.max_consecutive_skips}" if outer.max_consecutive_skips else ""
-        head += " +TaylorSeer O1" if outer.taylorseer else ""
+            head = _tea_name(outer)
         out.append(ours(f"{head} over {_db_name(inner)}", outer, inner))
     return out
 
@@ -521,6 +542,8 @@ _FAMILY_STYLE: dict[str, tuple[str, str]] = {
     "teacache": ("#1f77b4", "o"),
     "teacache+taylorseer": ("#1f77b4", "D"),
     "teacache-raw+taylorseer": ("#17becf", "D"),
+    "teacache+taylorseer-output": ("#1f77b4", "*"),
+    "teacache-raw+taylorseer-output": ("#17becf", "*"),
     "magcache": ("#2ca02c", "o"),
     "magcache+taylorseer": ("#2ca02c", "D"),
     "dbcache": ("#9467bd", "o"),
