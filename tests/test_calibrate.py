@@ -21,12 +21,14 @@ from ditcache.bundled import load_digits_dit, sample
 from ditcache.calibrate import (
     CalibrationError,
     CalibrationTarget,
+    SearchSettings,
     TeaCacheCalibrator,
     calibrate,
     digits_dit_target,
     evaluate_teacache,
     fit_teacache_coefficients,
     load_target,
+    search_teacache_coefficients,
 )
 from ditcache.cli import main
 from ditcache.teacache import branch_coefficient_role, profile_coefficients
@@ -128,6 +130,7 @@ def test_calibration_on_the_bundled_model(digits_target: CalibrationTarget, tmp_
     assert lo == pytest.approx(min(data["points"]["cond"]["x"] + data["points"]["uncond"]["x"]), rel=1e-5)
     assert hi == pytest.approx(max(data["points"]["cond"]["x"] + data["points"]["uncond"]["x"]), rel=1e-5)
     assert data["num_steps"] == STEPS and data["fit_on"] == "output" and data["indicator"] is None
+    assert data["method"] == "regression" and result.search is None
     assert result.teacache.metadata["guidance_scale"] == 3.0 and result.teacache.metadata["seeds"] == [0, 1]
     assert 0.0 <= data["r2"] <= 1.0
     pooled, branches, indicator = profile_coefficients(result.teacache)
@@ -227,9 +230,19 @@ def test_branch_roles_for_coefficients() -> None:
 
 def test_bundled_profiles_load_by_name() -> None:
     tea = TeaCacheConfig(profile="digits-dit").resolve(None)
-    assert "bundled" in tea.source and set(tea.branch_coefficients) == {"cond", "uncond"}
+    assert "bundled" in tea.source and tea.branch_coefficients == {}  # one polynomial for both branches
     raw = profiles.load_profile("digits-dit", kind="teacache")
-    assert raw.metadata["num_steps"] == 50 and raw.data["r2"] > 0
+    data = raw.data
+    assert raw.metadata["num_steps"] == 50 and data["method"] == "search"
+    chosen = next(c for c in data["search"]["candidates"] if c["label"] == data["search"]["chosen"])
+    assert tea.coefficients == tuple(chosen["coefficients"]) == tuple(data["coefficients"])
+    assert chosen["objective"] == max(c["objective"] for c in data["search"]["candidates"])
+    constant = next(c for c in data["search"]["candidates"] if c["coefficients"] == [0, 0, 0, 0, 1])
+    assert chosen["objective"] >= constant["objective"]
+    table = data["thresholds"]
+    assert [row["threshold"] for row in table] == sorted(row["threshold"] for row in table)
+    assert table[0]["computed_fraction"] > 0.5 and table[-1]["computed_fraction"] < 0.2
+    assert set(data["regression"]["branches"]) == {"cond", "uncond"} and data["regression"]["r2"] > 0
     mag = ditcache.MagCacheConfig(profile="digits-dit").resolve()
     assert set(mag.curves) == {"cond", "uncond"} and all(len(c) == 50 for c in mag.curves.values())
 
@@ -273,6 +286,107 @@ def test_evaluate_teacache_against_uncached(digits_target: CalibrationTarget) ->
     assert coarse.computed_fraction == pytest.approx(2 / STEPS)  # first and last step of each branch
     assert 0 < coarse.psnr_min <= coarse.psnr < 120
     assert ditcache.get_cache_runtime(digits_target.transformer) is None
+
+
+# ------------------------------------------------------------------------------------------------ 4b. direct search
+SEARCH_STEPS = 12
+
+
+def _family_member(coefficients: tuple[float, ...]) -> bool:
+    """``1 + c1 x + c2 x^2`` (the search's family, normalised to 1 at x = 0)."""
+    return coefficients[:2] == (0.0, 0.0) and coefficients[4] == 1.0
+
+
+def _objective(runs: list[tuple[float, float]], fractions: tuple[float, ...]) -> float:
+    """Mean PSNR at ``fractions``, linear between the (fraction, PSNR) runs, computed independently."""
+    xs = sorted({f for f, _ in runs})
+    ys = [float(np.mean([p for f, p in runs if f == x])) for x in xs]
+    return float(np.mean([np.interp(f, xs, ys) for f in fractions]))
+
+
+def test_search_picks_the_best_candidate_of_its_family(digits_target: CalibrationTarget, tmp_path: Path) -> None:
+    settings = SearchSettings(budget=4, samples=1, fractions=(0.3, 0.5))
+    seen: list[tuple[int, int, str]] = []
+    result = calibrate(
+        digits_target,
+        num_steps=SEARCH_STEPS,
+        samples=2,
+        method="search",
+        search=settings,
+        on_candidate=lambda i, n, c: seen.append((i, n, c.label)),
+    )
+    found = result.search
+    assert found is not None and found.seeds == (0,) and found.num_steps == SEARCH_STEPS
+    assert [(i, n) for i, n, _ in seen] == [(i, 4) for i in range(1, len(found.candidates) + 1)]
+    assert 3 <= len(found.candidates) <= 4  # the budget bounds it; a candidate negative over the x range is skipped
+    labels = [c.label for c in found.candidates]
+    assert labels[:2] == ["constant 1", "regression"] and labels == [label for _, _, label in seen]
+    regression = found.candidates[1]
+    assert regression.coefficients == result.fits["pooled"].teacache_coefficients
+    for c in found.candidates:  # every candidate comes from the family (or is the regression fit)
+        assert c is regression or _family_member(c.coefficients), c
+    assert found.chosen in found.candidates and found.coefficients == found.chosen.coefficients
+    assert found.chosen.objective == max(c.objective for c in found.candidates)
+
+    # The constant candidate, re-measured independently with TeaCache on the calibration seed
+    constant = found.candidates[0]
+    assert constant.coefficients == (0, 0, 0, 0, 1)
+    configs = [("c", TeaCacheConfig(rel_l1_thresh=p.threshold, coefficients=(0, 0, 0, 0, 1))) for p in constant.runs]
+    again = evaluate_teacache(digits_target, configs, num_steps=SEARCH_STEPS, seeds=[0])
+    assert [(p.computed_fraction, p.psnr) for p in again] == [(p.computed_fraction, p.psnr) for p in constant.runs]
+    measured = [(p.computed_fraction, p.psnr) for p in again]
+    assert min(f for f, _ in measured) <= 0.3 and max(f for f, _ in measured) >= 0.5  # the runs bracket the targets
+    assert found.chosen.objective >= _objective(measured, settings.fractions) - 1e-9
+    assert constant.objective == pytest.approx(_objective(measured, settings.fractions))
+
+    # The profile: the chosen polynomial for every branch, how it was chosen, a threshold table
+    data = result.teacache.data
+    assert data["method"] == "search" and "branches" not in data
+    assert tuple(data["coefficients"]) == found.coefficients
+    assert data["search"]["chosen"] == found.chosen.label and len(data["search"]["candidates"]) == len(labels)
+    assert data["search"]["fractions"] == [0.3, 0.5] and data["search"]["budget"] == 4
+    assert data["regression"]["coefficients"] == list(result.fits["pooled"].teacache_coefficients)
+    assert set(data["regression"]["branches"]) == {"cond", "uncond"}
+    table = data["thresholds"]
+    assert len(table) >= 3 and [r["threshold"] for r in table] == sorted(r["threshold"] for r in table)
+    assert table[0]["computed_fraction"] > table[-1]["computed_fraction"]
+    assert found.threshold_for(table[-1]["computed_fraction"]) == table[-1]["threshold"]
+    path = result.save(tmp_path)["teacache"]
+    resolved = TeaCacheConfig(profile=path, rel_l1_thresh=table[1]["threshold"]).resolve(None)
+    assert resolved.coefficients == found.coefficients and resolved.branch_coefficients == {}
+    # a row of the table is what TeaCache does with the profile on that seed
+    (row,) = evaluate_teacache(
+        digits_target,
+        [("p", TeaCacheConfig(profile=path, rel_l1_thresh=table[1]["threshold"]))],
+        num_steps=SEARCH_STEPS,
+        seeds=[0],
+    )
+    assert (row.computed_fraction, row.psnr) == (table[1]["computed_fraction"], table[1]["psnr"])
+
+
+def test_search_needs_output_tensors_and_valid_settings(digits_target: CalibrationTarget) -> None:
+    silent = CalibrationTarget(transformer=digits_target.transformer, run=lambda n, s: None)
+    with pytest.raises(TypeError, match=r"target\.run: must return the output tensor.*method='search'"):
+        calibrate(silent, num_steps=4, samples=1, method="search", search=SearchSettings(samples=1))
+    assert ditcache.get_cache_runtime(digits_target.transformer) is None
+    with pytest.raises(ValueError, match=r"method: expected one of \['regression', 'search'\], got 'grid'"):
+        calibrate(digits_target, num_steps=4, method="grid")
+    with pytest.raises(ValueError, match=r"search: samples=3 exceeds the calibration samples \(2\)"):
+        calibrate(digits_target, num_steps=4, samples=2, method="search", search=SearchSettings(samples=3))
+    with pytest.raises(ValueError, match=r"SearchSettings\.budget: expected an int >= 1, got 0"):
+        SearchSettings(budget=0)
+    with pytest.raises(ValueError, match=r"SearchSettings\.fractions: every computed fraction must be in \(0, 1\)"):
+        SearchSettings(fractions=(0.2, 1.0))
+    with pytest.raises(ValueError, match=r"SearchSettings\.table_fractions: expected at least one"):
+        SearchSettings(table_fractions=())
+    with pytest.raises(TypeError, match=r"SearchSettings\.fractions: expected a sequence of numbers"):
+        SearchSettings(fractions="0.2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"x_series: expected recorded indicator changes, got none"):
+        search_teacache_coefficients(digits_target, [], num_steps=4, seeds=[0])
+    with pytest.raises(ValueError, match=r"references: expected one output per seed \(2\), got 1"):
+        search_teacache_coefficients(
+            digits_target, [[0.1, 0.2, 0.1]], num_steps=4, seeds=[0, 1], references=[torch.zeros(1)]
+        )
 
 
 # ------------------------------------------------------------------------------------------------ 5. the CLI
@@ -409,6 +523,28 @@ def test_cli_bundled_model_with_evaluation(capsys: pytest.CaptureFixture[str], t
     assert (tmp_path / "o" / "digits-dit.teacache.json").is_file()
 
 
+def test_cli_search_method(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    argv = ["calibrate", "--config", json.dumps({"labels": [3]}), "--steps", "10", "--samples", "2", "--cfg", "3"]
+    search = ["--method", "search", "--search-budget", "2", "--search-samples", "1", "--search-fractions", "0.3,0.5"]
+    assert main([*argv, *search, "--evaluate", "0.5", "--eval-samples", "1", "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert "TeaCache coefficient search" in text and "Threshold table" in text
+    assert re.search(r"candidate 1/2 constant 1: PSNR [\d.]+, [\d.]+ dB at computed fractions 0\.3, 0\.5", text)
+    assert "candidate 2/2 regression" in text
+    stored = json.loads((tmp_path / "o" / "digits-dit.teacache.json").read_text())
+    data = stored["data"]
+    assert data["method"] == "search" and data["search"]["budget"] == 2 and data["search"]["seeds"] == [0]
+    assert [c["label"] for c in data["search"]["candidates"]] == ["constant 1", "regression"]
+    assert f"chosen: {data['search']['chosen']}" in text
+    suggested = re.search(r"rel_l1_thresh=([\d.e+-]+)\)", text)
+    assert suggested and float(suggested.group(1)) in {row["threshold"] for row in data["thresholds"]}
+    # --evaluate: the borrowed preset at the given threshold, the profile at its own table's thresholds
+    rows = [line for line in text.splitlines() if "│ calibrated" in line]
+    assert (
+        len(rows) == len(data["thresholds"]) and sum("borrowed flux.1-dev" in line for line in text.splitlines()) == 1
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "argument", "message"),
     [
@@ -427,6 +563,12 @@ def test_cli_bundled_model_with_evaluation(capsys: pytest.CaptureFixture[str], t
         (["--out", "{tmp}/file.txt/sub"], "--out", "cannot write to"),
         (["--name", "bad name"], "--name", "not a valid profile name"),
         (["--name", "x/y"], "--name", "expected a profile name, not a path"),
+        (["--method", "search", "--search-samples", "2"], "--search-samples", "2 exceeds --samples (1)"),
+        (
+            ["--method", "search", "--search-samples", "1", "--model", "{mod}:silent"],
+            "--method",
+            "target.run: must return the output tensor",
+        ),
     ],
 )
 def test_cli_errors_exit_2_naming_the_argument(
@@ -455,7 +597,18 @@ def test_cli_evaluate_needs_an_output_tensor(
     assert (tmp_path / "o" / "tiny-user.teacache.json").is_file()  # the profiles were written first
 
 
-@pytest.mark.parametrize("args", [["--steps", "1"], ["--samples", "0"], ["--cfg", "-1"], ["--evaluate", "0.1,x"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--steps", "1"],
+        ["--samples", "0"],
+        ["--cfg", "-1"],
+        ["--evaluate", "0.1,x"],
+        ["--method", "grid"],
+        ["--search-budget", "0"],
+        ["--search-fractions", "0.2,1"],
+    ],
+)
 def test_cli_bad_numbers_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", *args]) == 2
     assert args[0] in capsys.readouterr().err

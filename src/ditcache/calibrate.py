@@ -19,6 +19,12 @@ uncached runs through ``MagCacheConfig(calibrate=True)`` (averaged over the samp
 points) and kind ``"magcache"`` (per-branch ratio curves), loaded with ``TeaCacheConfig(profile=...)`` and
 ``MagCacheConfig(profile=...)``.
 
+``calibrate(method="search")`` (``ditcache calibrate --method search``) chooses TeaCache's polynomial by the
+quality/speed trade-off instead (:func:`search_teacache_coefficients`): it runs TeaCache with a few candidate
+polynomials (a constant, the regression fit, ``1 + a x`` and ``1 + a x + c x^2``) at thresholds bracketing a few
+target computed fractions, measures the PSNR against the uncached outputs of calibration seeds, and keeps the best
+on average; the profile then holds one polynomial for every branch, the search record and a threshold table.
+
 A model is calibrated through a :class:`CalibrationTarget`: the transformer (what the caches hook) and a function
 ``run(num_steps, seed)`` that runs one complete generation with it, returning the generated output. The command
 line (``ditcache calibrate``) builds one from an import path ``package.module:factory``; the default is the bundled
@@ -57,9 +63,13 @@ from .runtime import apply_cache, get_cache_runtime, refresh, remove_cache
 __all__ = [
     "DEFAULT_TARGET",
     "FIT_TARGETS",
+    "METHODS",
     "CalibrationError",
     "CalibrationResult",
     "CalibrationTarget",
+    "CoefficientSearch",
+    "SearchCandidate",
+    "SearchSettings",
     "TeaCacheCalibrator",
     "TeaCacheFit",
     "TradeoffPoint",
@@ -69,6 +79,7 @@ __all__ = [
     "evaluate_teacache",
     "fit_teacache_coefficients",
     "load_target",
+    "search_teacache_coefficients",
 ]
 
 _log = get_logger("ditcache.calibrate")
@@ -558,11 +569,14 @@ class CalibrationResult:
     name: str
     """The profile name the files are written under."""
     teacache: Profile
-    """Kind ``"teacache"``: pooled and per-branch coefficients, R^2, point counts, x ranges, the raw points."""
+    """Kind ``"teacache"``: pooled and per-branch coefficients, R^2, point counts, x ranges, the raw points (with
+    ``method="search"``: the chosen polynomial, the search record, the threshold table and the fits)."""
     magcache: Profile | None
     """Kind ``"magcache"``: per-branch ratio curves (averaged over the samples), or None if not measured."""
     fits: dict[str, TeaCacheFit]
     """``"pooled"`` and one per branch role with enough points (``"cond"``, ``"uncond"``)."""
+    search: CoefficientSearch | None = None
+    """With ``method="search"``: the candidates judged and the chosen coefficients (the profile's)."""
 
     def profiles(self) -> dict[str, Profile]:
         """The profiles by kind."""
@@ -615,12 +629,22 @@ def calibrate(
     fit_on: str = "output",
     magcache: bool = True,
     on_sample: Callable[[int, int, float], None] | None = None,
+    method: str = "regression",
+    search: SearchSettings | None = None,
+    on_candidate: Callable[[int, int, SearchCandidate], None] | None = None,
 ) -> CalibrationResult:
     """Run ``samples`` uncached generations of ``num_steps`` steps (seeds ``seed``, ``seed + 1``, ...) and fit.
 
     Records TeaCache's points with a :class:`TeaCacheCalibrator` and, with ``magcache=True``, MagCache's ratios
     with ``MagCacheConfig(calibrate=True)`` in the same runs; both are removed afterwards. ``on_sample(index,
     seed, seconds)`` is called after each generation. The transformer must have no cache applied.
+
+    ``method`` (one of :data:`METHODS`) decides the profile's coefficients: ``"regression"`` stores the
+    least-squares fits (pooled and per branch); ``"search"`` then runs :func:`search_teacache_coefficients` with
+    ``search`` (default :class:`SearchSettings`) on the first ``search.samples`` calibration seeds, whose uncached
+    outputs are the references (``target.run`` must return the output tensor), calling ``on_candidate(index,
+    budget, candidate)`` after each candidate; it stores one shared polynomial for every branch, the search record
+    (``data.search``), the threshold table (``data.thresholds``) and the regression fits (``data.regression``).
     """
     from .magcache import MagCacheConfig, apply_magcache_hook
 
@@ -631,6 +655,16 @@ def calibrate(
     _check_int(seed, "seed", 0)
     if isinstance(degree, bool) or not isinstance(degree, int) or not 1 <= degree <= _MAX_DEGREE:
         raise ValueError(f"degree: expected an int in [1, {_MAX_DEGREE}], got {degree!r}")
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")
+    settings = SearchSettings() if search is None else search
+    if not isinstance(settings, SearchSettings):
+        raise TypeError(f"search: expected a SearchSettings or None, got {type(settings).__name__}")
+    if method == "search" and settings.samples > samples:
+        raise ValueError(
+            f"search: samples={settings.samples} exceeds the calibration samples ({samples}); the search judges "
+            "the candidates on calibration seeds"
+        )
     module = target.transformer
     runtime = get_cache_runtime(module)
     if runtime is not None and runtime.middlewares:
@@ -641,13 +675,19 @@ def calibrate(
     recorder = apply_cache(module, TeaCacheCalibrator(indicator, fit_on), extractor=target.extractor)
     mag_profiles: list[Profile] = []
     seeds = [seed + k for k in range(samples)]
+    references: list[torch.Tensor] = []  # uncached outputs of the search seeds (calibration never skips)
     try:
         mag = apply_magcache_hook(module, MagCacheConfig(calibrate=True)) if magcache else None
         for k, s in enumerate(seeds):
             refresh(module, num_steps)
             start = time.perf_counter()
             with torch.no_grad():
-                target.run(num_steps, s)
+                output = target.run(num_steps, s)
+            if method == "search" and k < settings.samples:
+                try:
+                    references.append(_check_output(output))
+                except TypeError as exc:
+                    raise TypeError(f"{exc} (method='search' compares cached and uncached outputs)") from None
             if not recorder.series:
                 raise ValueError(
                     "target.run: the transformer was never called with the calibrator applied; run(num_steps, "
@@ -673,8 +713,55 @@ def calibrate(
     name = target.profile_name
     fits = recorder.fit(degree, fit_on)
     tea = recorder.profile(model=name, metadata=metadata, degree=degree, fit_on=fit_on)
+    found: CoefficientSearch | None = None
+    if method == "search":
+        found = search_teacache_coefficients(
+            target,
+            [s.x for s in recorder.series if s.x],
+            num_steps=num_steps,
+            seeds=seeds[: settings.samples],
+            regression=fits["pooled"].coefficients,
+            settings=settings,
+            references=references,
+            indicator=indicator,
+            on_candidate=on_candidate,
+        )
+        tea = _search_profile(tea, found)
+    else:
+        tea = attrs.evolve(tea, data={**tea.data, "method": "regression"})
     mag_profile = _average_magcache(mag_profiles, name, metadata) if mag_profiles else None
-    return CalibrationResult(name=name, teacache=tea, magcache=mag_profile, fits=fits)
+    return CalibrationResult(name=name, teacache=tea, magcache=mag_profile, fits=fits, search=found)
+
+
+_FIT_KEYS = ("coefficients", "degree", "r2", "n", "x_range", "y_range", "branches")
+
+
+def _search_profile(regression: Profile, found: CoefficientSearch) -> Profile:
+    """The regression profile turned into the search one: the chosen polynomial for every branch (no
+    ``branches``), the search record and threshold table, the regression fits kept under ``regression``."""
+    data = dict(regression.data)
+    fitted = {key: data.pop(key) for key in _FIT_KEYS if key in data}
+    chosen = found.coefficients
+    degree = next((_MAX_DEGREE - i for i, c in enumerate(chosen) if c != 0), 0)
+    out = {
+        "coefficients": list(chosen),
+        "degree": degree,
+        "x_range": fitted.get("x_range"),
+        "method": "search",
+        "thresholds": [_run_dict(p) for p in found.thresholds],
+        "search": found.as_dict(),
+        "regression": fitted,
+        **data,
+    }
+    meta = {
+        **regression.metadata,
+        "fit": (
+            f"coefficients chosen by direct search ({found.chosen.label}): the candidate polynomial with the best "
+            f"mean PSNR against uncached outputs at computed fractions {list(found.settings.fractions)}, seeds "
+            f"{list(found.seeds)}; one polynomial for every branch; the numpy.polyfit fits are under data.regression"
+        ),
+    }
+    return Profile(kind="teacache", model=regression.model, data=out, metadata=meta)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -722,19 +809,37 @@ def evaluate_teacache(
     Every config runs the same seeds and steps as the uncached reference; ``target.run`` must return the output
     tensor. A fresh TeaCache is applied per generation and removed afterwards.
     """
-    from .teacache import TeaCache, TeaCacheConfig, apply_teacache_hook
-
     _check_int(num_steps, "num_steps", 1)
     if not seeds:
         raise ValueError("seeds: expected at least one seed")
+    references = [_reference(target, num_steps, s) for s in seeds]
+    return _evaluate(target, configs, num_steps, seeds, references)
+
+
+def _reference(target: CalibrationTarget, num_steps: int, seed: int) -> torch.Tensor:
+    """One uncached generation's output (the transformer must have no cache applied)."""
+    with torch.no_grad():
+        ref = target.run(num_steps, seed)
+    return _check_output(ref)
+
+
+def _check_output(value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"target.run: must return the output tensor for evaluation, got {type(value).__name__}")
+    return value
+
+
+def _evaluate(
+    target: CalibrationTarget,
+    configs: Sequence[tuple[str, Any]],
+    num_steps: int,
+    seeds: Sequence[int],
+    references: Sequence[torch.Tensor],
+) -> list[TradeoffPoint]:
+    """:func:`evaluate_teacache` against already computed uncached outputs (one per seed)."""
+    from .teacache import TeaCache, TeaCacheConfig, apply_teacache_hook
+
     module = target.transformer
-    references = []
-    for s in seeds:
-        with torch.no_grad():
-            ref = target.run(num_steps, s)
-        if not isinstance(ref, torch.Tensor):
-            raise TypeError(f"target.run: must return the output tensor for evaluation, got {type(ref).__name__}")
-        references.append(ref)
     points = []
     for label, config in configs:
         if not isinstance(config, TeaCacheConfig):
@@ -763,6 +868,408 @@ def evaluate_teacache(
             )
         )
     return points
+
+
+# ------------------------------------------------------------------------------------------------ direct search
+METHODS = ("regression", "search")
+"""How :func:`calibrate` chooses TeaCache's coefficients: the least-squares fit of the output change on the
+indicator change (``"regression"``, the TeaCache authors' procedure), or a direct search of the quality/speed
+trade-off over a small family of polynomials (``"search"``, :func:`search_teacache_coefficients`)."""
+
+_MIN_RESCALED = 0.05  # a candidate polynomial must stay above this over the recorded x range (no negative steps)
+_GRID_POINTS = 800  # thresholds simulated per candidate to find its operating points
+_ROBUST_WIDTH = 1.05  # an operating point is robust when its threshold interval spans 5% or more
+
+
+def _fractions_converter(value: Any) -> tuple[float, ...]:
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"SearchSettings.fractions: expected a sequence of numbers in (0, 1), got {value!r}") from None
+
+
+def _check_fractions(inst: Any, attribute: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
+    name = f"SearchSettings.{attribute.name}"
+    if not value:
+        raise ValueError(f"{name}: expected at least one computed fraction in (0, 1), got none")
+    for v in value:
+        if not math.isfinite(v) or not 0 < v < 1:
+            raise ValueError(f"{name}: every computed fraction must be in (0, 1) (exclusive), got {v!r}")
+
+
+def _check_positive_int(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"SearchSettings.{attribute.name}: expected an int >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SearchSettings:
+    """Settings of :func:`search_teacache_coefficients` (``calibrate(method="search")``)."""
+
+    budget: int = attrs.field(default=12, validator=_check_positive_int)
+    """Candidate polynomials evaluated (the constant first, then the regression fit, then the linear and quadratic
+    families). Each candidate costs 3-6 cached generations per search seed."""
+    samples: int = attrs.field(default=2, validator=_check_positive_int)
+    """How many of the calibration seeds (the first ones) the candidates are judged on."""
+    fractions: tuple[float, ...] = attrs.field(
+        default=(0.2, 0.25, 0.3, 0.35, 0.4), converter=_fractions_converter, validator=_check_fractions
+    )
+    """Computed fractions the objective averages the PSNR over."""
+    table_fractions: tuple[float, ...] = attrs.field(
+        default=(0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7),
+        converter=_fractions_converter,
+        validator=_check_fractions,
+    )
+    """Computed fractions the threshold table of the chosen coefficients aims at (nearest operating points)."""
+
+
+@attrs.frozen
+class SearchCandidate:
+    """One polynomial judged by :func:`search_teacache_coefficients`."""
+
+    label: str
+    """``"constant"``, ``"regression"``, ``"linear ..."`` or ``"quadratic ..."`` with the polynomial."""
+    coefficients: tuple[float, float, float, float, float]
+    """The 5 numbers TeaCache takes, highest power first."""
+    runs: tuple[TradeoffPoint, ...]
+    """The thresholds run with it: computed fraction and PSNR against the uncached outputs (search seeds)."""
+    psnr_at: tuple[float, ...]
+    """PSNR (dB) at each target computed fraction, interpolated linearly between the runs."""
+    objective: float
+    """The mean of :attr:`psnr_at`: what the search maximises."""
+    extrapolated: bool
+    """True when a target fraction lies outside the measured fractions (the PSNR there is extrapolated)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready form stored in a profile."""
+        return {
+            "label": self.label,
+            "coefficients": list(self.coefficients),
+            "objective": self.objective,
+            "psnr_at": list(self.psnr_at),
+            "extrapolated": self.extrapolated,
+            "runs": [_run_dict(p) for p in self.runs],
+        }
+
+
+def _run_dict(point: TradeoffPoint) -> dict[str, float]:
+    return {
+        "threshold": point.threshold,
+        "computed_fraction": point.computed_fraction,
+        "psnr": point.psnr,
+        "psnr_min": point.psnr_min,
+    }
+
+
+@attrs.frozen
+class CoefficientSearch:
+    """The result of :func:`search_teacache_coefficients`."""
+
+    chosen: SearchCandidate
+    """The candidate with the highest objective (the earliest one on a tie)."""
+    candidates: tuple[SearchCandidate, ...]
+    """Every candidate evaluated, in evaluation order."""
+    thresholds: tuple[TradeoffPoint, ...]
+    """Threshold table of the chosen coefficients, ascending: the computed fraction and PSNR measured."""
+    settings: SearchSettings
+    """The settings used."""
+    seeds: tuple[int, ...]
+    """The seeds the candidates were judged on."""
+    num_steps: int
+    """Denoising steps per generation."""
+
+    @property
+    def coefficients(self) -> tuple[float, float, float, float, float]:
+        """The chosen coefficients."""
+        return self.chosen.coefficients
+
+    def threshold_for(self, fraction: float) -> float:
+        """The threshold of the table entry whose measured computed fraction is nearest to ``fraction``."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+            raise ValueError(f"fraction: expected a number in (0, 1], got {fraction!r}")
+        best = min(self.thresholds, key=lambda p: (abs(p.computed_fraction - fraction), p.threshold))
+        return best.threshold
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready form stored in a profile (``data.search``)."""
+        return {
+            "objective": (
+                "mean PSNR (dB) of the outputs against the uncached ones at computed fractions "
+                f"{list(self.settings.fractions)}, each interpolated linearly over the candidate's threshold runs"
+            ),
+            "fractions": list(self.settings.fractions),
+            "budget": self.settings.budget,
+            "seeds": list(self.seeds),
+            "num_steps": self.num_steps,
+            "chosen": self.chosen.label,
+            "chosen_objective": self.chosen.objective,
+            "candidates": [c.as_dict() for c in self.candidates],
+        }
+
+
+def _padded(coefficients: Sequence[float]) -> tuple[float, float, float, float, float]:
+    values = tuple(float(c) for c in coefficients)
+    if len(values) > _MAX_DEGREE + 1:
+        raise ValueError(f"coefficients: expected at most 5 numbers, got {len(values)}")
+    return (0.0,) * (_MAX_DEGREE + 1 - len(values)) + values  # type: ignore[return-value]
+
+
+def _simulate(values: Sequence[np.ndarray[Any, Any]], thresholds: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Computed fraction of TeaCache's decisions (first step computed, last forced) per threshold, replayed on
+    recorded rescaled distances (``values[k][i]``: the rescaled distance at step ``i + 1`` of series ``k``)."""
+    computed = np.zeros(thresholds.size)
+    total = 0
+    for v in values:
+        acc = np.zeros(thresholds.size)
+        count = np.ones(thresholds.size)  # step 0: warm-up
+        for value in v[:-1]:  # steps 1 .. n-2; the last step is forced
+            acc += value
+            compute = acc >= thresholds
+            count += compute
+            acc[compute] = 0.0
+        computed += count + (1 if v.size else 0)
+        total += v.size + 1
+    return computed / max(total, 1)
+
+
+def _operating_points(
+    coefficients: Sequence[float], x_series: Sequence[np.ndarray[Any, Any]]
+) -> list[tuple[float, float, float]]:
+    """``(simulated computed fraction, threshold, width)`` per distinct fraction, threshold ascending: the
+    threshold is the geometric middle of the widest threshold interval giving that fraction on the recorded
+    points, ``width`` the ratio of the interval's ends (1: a single grid point; narrow intervals are fragile, the
+    decisions of unseen generations differ)."""
+    values = [np.polyval(np.asarray(coefficients, dtype=np.float64), x) for x in x_series]
+    pooled = np.concatenate(values) if values else np.zeros(0)
+    positive = pooled[pooled > 0]
+    if positive.size == 0:
+        return []
+    lo = 0.25 * float(positive.min())
+    hi = 1.5 * max(float(np.clip(v, 0, None).sum()) for v in values) + lo
+    grid = np.geomspace(lo, hi, _GRID_POINTS)
+    fractions = np.round(_simulate(values, grid), 9)
+    widest: dict[float, tuple[float, float]] = {}  # fraction -> (lo, hi) of its widest contiguous interval
+    start = 0
+    for i in range(1, grid.size + 1):
+        if i == grid.size or fractions[i] != fractions[start]:
+            f, lo_t, hi_t = float(fractions[start]), float(grid[start]), float(grid[i - 1])
+            if f not in widest or hi_t / lo_t > widest[f][1] / widest[f][0]:
+                widest[f] = (lo_t, hi_t)
+            start = i
+    points = [(f, float(f"{math.sqrt(lo_t * hi_t):.4g}"), hi_t / lo_t) for f, (lo_t, hi_t) in widest.items()]
+    points.sort(key=lambda p: p[1])
+    return points
+
+
+def _bracket(points: Sequence[tuple[float, float, float]], fraction: float) -> list[int]:
+    """Indices (into ``points``) of the operating points nearest above and below ``fraction``, preferring robust
+    ones (threshold interval at least 5% wide) when there are."""
+
+    def pick(side: list[int]) -> list[int]:
+        robust = [i for i in side if points[i][2] >= _ROBUST_WIDTH]
+        pool = robust or side
+        return [min(pool, key=lambda i: abs(points[i][0] - fraction))] if pool else []
+
+    return pick([i for i, p in enumerate(points) if p[0] >= fraction]) + pick(
+        [i for i, p in enumerate(points) if p[0] <= fraction]
+    )
+
+
+def _nearest(points: Sequence[tuple[float, float, float]], fraction: float) -> int:
+    """Index of the robust operating point (or any, when none is robust) nearest to ``fraction``."""
+    robust = [i for i, p in enumerate(points) if p[2] >= _ROBUST_WIDTH] or list(range(len(points)))
+    return min(robust, key=lambda i: abs(points[i][0] - fraction))
+
+
+def _interpolate(runs: Sequence[TradeoffPoint], fraction: float) -> tuple[float, bool]:
+    """PSNR at ``fraction``, linear between the runs' (fraction, PSNR) (equal fractions averaged); outside the
+    measured range, extrapolated from the two nearest points (``True`` second)."""
+    by_fraction: dict[float, list[float]] = {}
+    for p in runs:
+        by_fraction.setdefault(round(p.computed_fraction, 9), []).append(p.psnr)
+    xs = np.asarray(sorted(by_fraction))
+    ys = np.asarray([float(np.mean(by_fraction[f])) for f in xs.tolist()])
+    if xs.size == 1:
+        return float(ys[0]), not math.isclose(float(xs[0]), fraction, abs_tol=1e-9)
+    if xs[0] <= fraction <= xs[-1]:
+        return float(np.interp(fraction, xs, ys)), False
+    i, j = (0, 1) if fraction < xs[0] else (-2, -1)
+    slope = (ys[j] - ys[i]) / (xs[j] - xs[i])
+    value = float(ys[i] + slope * (fraction - xs[i]))
+    return min(_PSNR_CAP, max(0.0, value)), True
+
+
+def _family_label(u: float, v: float, x_ref: float) -> tuple[str, tuple[float, float, float, float, float]]:
+    """The polynomial ``1 + u (x / x_ref) + v (x / x_ref)^2`` as a label and 5 coefficients (6 significant digits,
+    so that a candidate reached twice by the search is recognised)."""
+    c1, c2 = _round(u / x_ref) + 0.0, _round(v / x_ref**2) + 0.0  # + 0.0: no negative zero
+    coefficients = (0.0, 0.0, c2, c1, 1.0)
+    if u == 0 and v == 0:
+        return "constant 1", coefficients
+    text = f"1 {'+' if c1 >= 0 else '-'} {abs(c1):.4g}x"
+    if v == 0:
+        return f"linear {text}", coefficients
+    return f"quadratic {text} {'+' if c2 >= 0 else '-'} {abs(c2):.4g}x^2", coefficients
+
+
+def search_teacache_coefficients(
+    target: CalibrationTarget,
+    x_series: Sequence[Sequence[float]],
+    *,
+    num_steps: int,
+    seeds: Sequence[int],
+    regression: Sequence[float] | None = None,
+    settings: SearchSettings | None = None,
+    references: Sequence[torch.Tensor] | None = None,
+    indicator: str | None = None,
+    on_candidate: Callable[[int, int, SearchCandidate], None] | None = None,
+) -> CoefficientSearch:
+    """Choose TeaCache coefficients by measuring the quality/speed trade-off of a few candidate polynomials.
+
+    ``x_series`` are the recorded indicator changes of uncached runs (one sequence per branch and generation, steps
+    ``1 .. num_steps - 1``; :meth:`TeaCacheCalibrator.points` pooled per series). The candidates, in order, within
+    ``settings.budget``: the constant ``1`` (a fixed schedule: compute every k-th step), ``regression`` (the least-
+    squares fit, when given), ``1 + u q`` for ``u`` in 1, 3, 1/3, 9, refinements of the best ``u``, then
+    ``1 + u q + v q^2`` around it (``q = x / max x``; every candidate is normalised to 1 at ``x = 0`` and must stay
+    above 0.05 over the recorded range). For each candidate the recorded points are replayed to find the
+    thresholds whose computed fractions bracket each of ``settings.fractions``; those thresholds are then run for
+    real (TeaCache with one shared polynomial for every branch, ``warmup_steps=1``, last step forced) on ``seeds``
+    against the uncached outputs (``references``, computed when None), and the PSNR at each target fraction is
+    interpolated. The candidate with the highest mean PSNR wins; a threshold table is then measured for it.
+    ``indicator`` is the ``extra_states`` key the points were recorded with (None: the modulated input).
+    ``on_candidate(index, budget, candidate)`` is called after each candidate.
+    """
+    from .teacache import TeaCacheConfig
+
+    settings = SearchSettings() if settings is None else settings
+    if not isinstance(settings, SearchSettings):
+        raise TypeError(f"settings: expected a SearchSettings or None, got {type(settings).__name__}")
+    _check_int(num_steps, "num_steps", 2)
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
+    series = [np.asarray(s, dtype=np.float64).reshape(-1) for s in x_series]
+    series = [s for s in series if s.size]
+    if not series:
+        raise ValueError("x_series: expected recorded indicator changes, got none")
+    if not all(np.all(np.isfinite(s)) for s in series):
+        raise ValueError("x_series: every value must be finite")
+    x_all = np.concatenate(series)
+    x_lo, x_ref = float(x_all.min()), float(x_all.max())
+    if x_ref <= 0:
+        raise ValueError(f"x_series: expected positive indicator changes, got a largest value of {x_ref!r}")
+    if references is None:
+        references = [_reference(target, num_steps, s) for s in seeds]
+    elif len(references) != len(seeds):
+        raise ValueError(f"references: expected one output per seed ({len(seeds)}), got {len(references)}")
+    measured: dict[tuple[tuple[float, ...], float], TradeoffPoint] = {}
+
+    def measure(label: str, coefficients: tuple[float, ...], thresholds: Sequence[float]) -> list[TradeoffPoint]:
+        todo = sorted({t for t in thresholds if (coefficients, t) not in measured})
+        configs = [
+            (label, TeaCacheConfig(rel_l1_thresh=t, coefficients=coefficients, indicator=indicator)) for t in todo
+        ]
+        for t, point in zip(todo, _evaluate(target, configs, num_steps, list(seeds), list(references))):
+            measured[(coefficients, t)] = point
+        return [measured[(coefficients, t)] for t in sorted(set(thresholds))]
+
+    candidates: list[SearchCandidate] = []
+    seen: set[tuple[float, ...]] = set()
+
+    def judge(label: str, coefficients: tuple[float, float, float, float, float], family: bool = True) -> None:
+        if len(candidates) >= settings.budget or coefficients in seen:
+            return
+        grid = np.linspace(x_lo, x_ref, 64)
+        if family and float(np.polyval(np.asarray(coefficients), grid).min()) < _MIN_RESCALED:
+            _log.info("calibrate.search_skipped", candidate=label, reason="not positive over the recorded x range")
+            return
+        seen.add(coefficients)
+        points = _operating_points(coefficients, series)
+        if not points:
+            return
+        wanted = {i for f in settings.fractions for i in _bracket(points, f)}
+        runs = measure(label, coefficients, [points[i][1] for i in wanted])
+        # the replay predicts the real fractions closely but not exactly: widen once where a target is not bracketed
+        index = {p[1]: i for i, p in enumerate(points)}
+        extra: set[int] = set()
+        for f in settings.fractions:
+            fractions = [p.computed_fraction for p in runs]
+            if min(fractions) > f:  # every run computes more: add the next larger threshold
+                i = max(index[p.threshold] for p in runs) + 1
+                if i < len(points):
+                    extra.add(i)
+            if max(fractions) < f:
+                i = min(index[p.threshold] for p in runs) - 1
+                if i >= 0:
+                    extra.add(i)
+        if extra:
+            runs = measure(label, coefficients, [p.threshold for p in runs] + [points[i][1] for i in extra])
+        at = [_interpolate(runs, f) for f in settings.fractions]
+        candidate = SearchCandidate(
+            label=label,
+            coefficients=coefficients,
+            runs=tuple(sorted(runs, key=lambda p: p.threshold)),
+            psnr_at=tuple(v for v, _ in at),
+            objective=float(np.mean([v for v, _ in at])),
+            extrapolated=any(e for _, e in at),
+        )
+        candidates.append(candidate)
+        _log.info("calibrate.search_candidate", candidate=label, objective=round(candidate.objective, 3))
+        if on_candidate is not None:
+            on_candidate(len(candidates), settings.budget, candidate)
+
+    members: dict[tuple[float, ...], tuple[float, float]] = {}
+
+    def uv(u: float, v: float = 0.0) -> None:
+        label, coefficients = _family_label(u, v, x_ref)
+        members[coefficients] = (u, v)
+        judge(label, coefficients)
+
+    def best(linear_only: bool = False) -> tuple[float, float]:
+        pool = [c for c in candidates if c.coefficients in members]
+        if linear_only:
+            pool = [c for c in pool if members[c.coefficients][1] == 0]
+        if not pool:
+            return 0.0, 0.0
+        return members[max(pool, key=lambda c: c.objective).coefficients]
+
+    uv(0.0)
+    if regression is not None:
+        judge("regression", _padded(regression), family=False)
+    for u in (1.0, 3.0, 1 / 3, 9.0):
+        uv(u)
+    u, _ = best(linear_only=True)
+    step = math.sqrt(3.0)
+    for u_new in (u * step, u / step) if u > 0 else (1 / 9, -1 / 3):
+        uv(u_new)
+    u, _ = best(linear_only=True)
+    scale = u if u > 0 else 1.0
+    for v_new in (scale, -scale / 2):
+        uv(u, v_new)
+    u, v = best()
+    refine = 0
+    while len(candidates) < settings.budget and refine < 8:
+        refine += 1
+        factor = 3.0 ** (0.5**refine)
+        shift = max(abs(v), abs(u), 1.0) * 0.5**refine
+        for u_new, v_new in ((u * factor, v), (u / factor, v), (u, v + shift), (u, v - shift)):
+            uv(u_new, v_new)
+        u, v = best()
+
+    chosen = max(candidates, key=lambda c: c.objective)  # max keeps the first of equal objectives
+    points = _operating_points(chosen.coefficients, series)
+    table_indices = {_nearest(points, f) for f in settings.table_fractions}
+    thresholds = [p.threshold for p in chosen.runs] + [points[i][1] for i in table_indices]
+    table = measure(chosen.label, chosen.coefficients, thresholds)
+    return CoefficientSearch(
+        chosen=chosen,
+        candidates=tuple(candidates),
+        thresholds=tuple(sorted(table, key=lambda p: p.threshold)),
+        settings=settings,
+        seeds=tuple(seeds),
+        num_steps=num_steps,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -819,6 +1326,19 @@ def _thresholds_arg(text: str) -> list[float]:
     return values
 
 
+def _fractions_arg(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not 0 < value < 1:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1), got {text!r}")
+        values.append(value)
+    return values
+
+
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Add the ``calibrate`` sub-command to the ``ditcache`` sub-parsers ``commands``; returns its parser."""
     parser: argparse.ArgumentParser = commands.add_parser(
@@ -827,8 +1347,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         description=(
             "Run a model uncached for a few generations, fit TeaCache's rescaling polynomial per CFG branch "
             "(x: relative L1 change of the modulated input between steps, y: the model output's) and measure "
-            "MagCache's magnitude ratios, then write NAME.teacache.json and NAME.magcache.json. Load them with "
-            "TeaCacheConfig(profile=NAME) / MagCacheConfig(profile=NAME). Without --model: the bundled digits model."
+            "MagCache's magnitude ratios, then write NAME.teacache.json and NAME.magcache.json. With --method "
+            "search, TeaCache's polynomial is instead chosen among a few candidates by running TeaCache with each "
+            "and measuring quality against the uncached outputs. Load them with TeaCacheConfig(profile=NAME) / "
+            "MagCacheConfig(profile=NAME). Without --model: the bundled digits model."
         ),
     )
     parser.add_argument(
@@ -864,12 +1386,44 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "~/.cache/ditcache/profiles, where names are looked up)",
     )
     parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="regression",
+        help="how TeaCache's coefficients are chosen: 'regression' fits the output change on the indicator change "
+        "(numpy.polyfit, per branch); 'search' runs TeaCache with candidate polynomials and keeps the one with the "
+        "best quality at equal work (default: regression)",
+    )
+    parser.add_argument(
+        "--search-budget",
+        metavar="N",
+        type=_count_arg,
+        default=SearchSettings().budget,
+        help=f"--method search: candidate polynomials evaluated (default: {SearchSettings().budget})",
+    )
+    parser.add_argument(
+        "--search-samples",
+        metavar="K",
+        type=_count_arg,
+        default=SearchSettings().samples,
+        help="--method search: how many calibration seeds (the first ones) the candidates are judged on, at most "
+        f"--samples (default: {SearchSettings().samples})",
+    )
+    parser.add_argument(
+        "--search-fractions",
+        metavar="FRACTIONS",
+        type=_fractions_arg,
+        default=list(SearchSettings().fractions),
+        help="--method search: computed fractions the objective averages the PSNR over (default: "
+        f"{','.join(f'{f:g}' for f in SearchSettings().fractions)})",
+    )
+    parser.add_argument(
         "--evaluate",
         metavar="THRESHOLDS",
         type=_thresholds_arg,
         default=None,
         help="after calibrating, compare the calibrated coefficients with the preset the model would borrow: "
-        "computed-step fraction and PSNR against uncached outputs at these comma-separated thresholds",
+        "computed-step fraction and PSNR against uncached outputs at these comma-separated thresholds (with "
+        "--method search the calibrated profile runs at the thresholds of its own threshold table)",
     )
     parser.add_argument(
         "--eval-samples",
@@ -931,7 +1485,8 @@ def _fmt_coefficients(values: Sequence[float]) -> str:
 def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, Path], out: Path) -> None:
     from rich.table import Table
 
-    tea = Table(title="[bold]TeaCache fit[/bold] (y = poly(x), numpy.polyfit)", title_justify="left")
+    kept = " (kept under data.regression)" if result.search is not None else ""
+    tea = Table(title=f"[bold]TeaCache fit[/bold] (y = poly(x), numpy.polyfit){kept}", title_justify="left")
     for col in ("branch", "points", "R^2", "x range", "coefficients [c4, c3, c2, c1, c0]"):
         tea.add_column(col, overflow="fold")
     for role, fit in result.fits.items():
@@ -943,12 +1498,14 @@ def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, 
             _fmt_coefficients(fit.teacache_coefficients),
         )
     console.print(tea, highlight=False)
-    if result.fits["pooled"].r2 < 0.5:
+    if result.fits["pooled"].r2 < 0.5 and result.search is None:
         console.print(
             f"note: R^2 {result.fits['pooled'].r2:.2f}: the indicator explains little of the output's change; "
             "compare the trade-off with --evaluate before relying on these coefficients",
             highlight=False,
         )
+    if result.search is not None:
+        _print_search(console, result.search)
     if result.magcache is not None:
         mag = Table(title="[bold]MagCache ratios[/bold] (mean over the samples)", title_justify="left")
         mag.add_column("branch")
@@ -960,14 +1517,51 @@ def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, 
         console.print(f"wrote {kind} profile: {path}", highlight=False, soft_wrap=True)
     ref = result.name if out.resolve() == profile_dir().expanduser().resolve() else None
     tea_ref = repr(ref) if ref else repr(str(paths["teacache"]))
+    thresh = "..."
+    if result.search is not None:
+        fraction = result.search.settings.fractions[len(result.search.settings.fractions) // 2]
+        thresh = f"{result.search.threshold_for(fraction):g}"
     console.print(
-        f"use it: ditcache.TeaCacheConfig(profile={tea_ref}, rel_l1_thresh=...)", highlight=False, soft_wrap=True
+        f"use it: ditcache.TeaCacheConfig(profile={tea_ref}, rel_l1_thresh={thresh})", highlight=False, soft_wrap=True
     )
     if "magcache" in paths:
         mag_ref = repr(ref) if ref else repr(str(paths["magcache"]))
         console.print(
             f"        ditcache.MagCacheConfig(profile={mag_ref}, threshold=...)", highlight=False, soft_wrap=True
         )
+
+
+def _print_search(console: Any, found: CoefficientSearch) -> None:
+    from rich.table import Table
+
+    fractions = found.settings.fractions
+    seeds = f"seeds {found.seeds[0]}-{found.seeds[-1]}" if len(found.seeds) > 1 else f"seed {found.seeds[0]}"
+    table = Table(
+        title=f"[bold]TeaCache coefficient search[/bold] (PSNR in dB against uncached outputs, {seeds})",
+        title_justify="left",
+    )
+    for col in ("candidate", *(f"@ {f:g}" for f in fractions), "objective", "runs"):
+        table.add_column(col, overflow="fold")
+    for c in sorted(found.candidates, key=lambda c: -c.objective):
+        mark = " (chosen)" if c is found.chosen else ""
+        table.add_row(
+            f"{c.label}{mark}",
+            *(f"{v:.2f}" for v in c.psnr_at),
+            f"{c.objective:.3f}{' *' if c.extrapolated else ''}",
+            str(len(c.runs)),
+        )
+    console.print(table, highlight=False)
+    if any(c.extrapolated for c in found.candidates):
+        console.print("* a target fraction lies outside the candidate's measured runs: extrapolated", highlight=False)
+    console.print(
+        f"chosen: {found.chosen.label}, coefficients {_fmt_coefficients(found.coefficients)}", highlight=False
+    )
+    thresholds = Table(title="[bold]Threshold table[/bold] of the chosen coefficients", title_justify="left")
+    for col in ("threshold", "computed fraction", "PSNR (dB)", "worst PSNR (dB)"):
+        thresholds.add_column(col)
+    for p in found.thresholds:
+        thresholds.add_row(f"{p.threshold:g}", f"{p.computed_fraction:.3f}", f"{p.psnr:.2f}", f"{p.psnr_min:.2f}")
+    console.print(thresholds, highlight=False)
 
 
 def _print_tradeoff(console: Any, points: Sequence[TradeoffPoint], title: str) -> None:
@@ -986,6 +1580,47 @@ def _error(args: argparse.Namespace, exc: CalibrationError) -> int:
     parser.print_usage(sys.stderr)
     print(f"{parser.prog}: error: --{exc.argument}: {exc.message}", file=sys.stderr)
     return 2
+
+
+def _run_calibration(
+    console: Any, target: CalibrationTarget, args: argparse.Namespace, settings: SearchSettings
+) -> CalibrationResult:
+    """:func:`calibrate` with a rich progress display: the uncached samples, then the search's candidates."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        sampling = progress.add_task("uncached samples", total=args.samples)
+        searching = None
+        if args.method == "search":
+            searching = progress.add_task(f"search ({settings.samples} seed(s))", total=settings.budget, start=False)
+
+        def on_sample(k: int, s: int, seconds: float) -> None:
+            progress.console.print(f"  sample {k + 1}/{args.samples} (seed {s}): {seconds:.2f} s", highlight=False)
+            progress.advance(sampling)
+            if searching is not None and k + 1 == args.samples:
+                progress.start_task(searching)
+
+        def on_candidate(index: int, budget: int, candidate: SearchCandidate) -> None:
+            at = ", ".join(f"{v:.2f}" for v in candidate.psnr_at)
+            progress.console.print(
+                f"  candidate {index}/{budget} {candidate.label}: PSNR {at} dB at computed fractions "
+                f"{', '.join(f'{f:g}' for f in settings.fractions)} (objective {candidate.objective:.3f})",
+                highlight=False,
+            )
+            if searching is not None:
+                progress.advance(searching)
+
+        return calibrate(
+            target,
+            num_steps=args.steps,
+            samples=args.samples,
+            seed=args.seed,
+            on_sample=on_sample,
+            method=args.method,
+            search=settings,
+            on_candidate=on_candidate,
+        )
 
 
 def _cmd_calibrate(args: argparse.Namespace, console: Any) -> int:
@@ -1008,6 +1643,12 @@ def _cmd_calibrate(args: argparse.Namespace, console: Any) -> int:
             if exc.argument == "config" and args.cfg is not None and "guidance_scale" in exc.message:
                 raise CalibrationError("cfg", f"the factory does not accept guidance_scale ({exc.message})") from None
             raise
+        if args.method == "search" and args.search_samples > args.samples:
+            raise CalibrationError(
+                "search-samples",
+                f"{args.search_samples} exceeds --samples ({args.samples}): the candidates are judged on "
+                "calibration seeds",
+            )
     except CalibrationError as exc:
         return _error(args, exc)
     if name is not None:
@@ -1018,10 +1659,13 @@ def _cmd_calibrate(args: argparse.Namespace, console: Any) -> int:
         highlight=False,
     )
 
-    def progress(k: int, s: int, seconds: float) -> None:
-        console.print(f"  sample {k + 1}/{args.samples} (seed {s}): {seconds:.2f} s", highlight=False)
-
-    result = calibrate(target, num_steps=args.steps, samples=args.samples, seed=args.seed, on_sample=progress)
+    settings = SearchSettings(budget=args.search_budget, samples=args.search_samples, fractions=args.search_fractions)
+    try:
+        result = _run_calibration(console, target, args, settings)
+    except TypeError as exc:  # --method search: run() returned no tensor to compare
+        if "target.run" not in str(exc):
+            raise
+        return _error(args, CalibrationError("method", str(exc)))
     paths = result.save(out)
     _print_summary(console, result, paths, out)
     if args.evaluate:
@@ -1033,7 +1677,8 @@ def _cmd_calibrate(args: argparse.Namespace, console: Any) -> int:
         for t in args.evaluate:
             if preset is not None:
                 configs.append((f"borrowed {preset}", TeaCacheConfig(rel_l1_thresh=t, model=preset)))
-        for t in args.evaluate:
+        own = [p.threshold for p in result.search.thresholds] if result.search is not None else args.evaluate
+        for t in own:
             configs.append(("calibrated", TeaCacheConfig(rel_l1_thresh=t, profile=paths["teacache"])))
         first = args.seed + args.samples
         seeds = list(range(first, first + args.eval_samples))
