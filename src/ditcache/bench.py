@@ -41,6 +41,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from .argtypes import guidance_scale, int_in
 from .bundled import DigitsDiT, load_digits_dit
 from .dbcache import DBCacheConfig
 from .evaluation import (
@@ -884,29 +885,6 @@ def _print_mode_table(mode: str, ev: Evaluation, console: Console, limit: int) -
         console.print(f"[yellow]{mode}: {r.name} did not run: {r.error}[/yellow]", highlight=False)
 
 
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
-        return value
-
-    return parse
-
-
-def _guidance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 1, got {text!r}")
-    return value
-
-
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register the ``bench`` sub-command on an argparse sub-parsers object."""
     from .evaluation import TIMERS
@@ -929,12 +907,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="a few configurations, 1 image, 6 steps, 1 repetition, short hook benchmark: seconds, for tests",
     )
     bench.add_argument("--mode", choices=("both", *MODES), default="both", help="sampling modes (default: both)")
-    bench.add_argument("--steps", type=_int_in(2, 1000), default=None, help="denoising steps (default: 50; quick: 6)")
+    bench.add_argument("--steps", type=int_in(2, 1000), default=None, help="denoising steps (default: 50; quick: 6)")
     bench.add_argument(
-        "--guidance", type=_guidance, default=DEFAULT_GUIDANCE, help="guidance scale of the cfg mode (default: 3)"
+        "--guidance", type=guidance_scale, default=DEFAULT_GUIDANCE, help="guidance scale of the cfg mode (default: 3)"
     )
     bench.add_argument(
-        "--repeats", type=_int_in(1, 50), default=None, help="timed runs per configuration (default: 3; quick: 1)"
+        "--repeats", type=int_in(1, 50), default=None, help="timed runs per configuration (default: 3; quick: 1)"
     )
     bench.add_argument(
         "--timer",
@@ -944,7 +922,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--threads",
-        type=_int_in(1, 256),
+        type=int_in(1, 256),
         default=1,
         help="torch CPU threads while measuring (default: 1, which keeps the CPU timer meaningful)",
     )

@@ -28,6 +28,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from .argtypes import guidance_scale, int_in
 from .bundled import DigitsDiT, load_digits_dit
 from .dbcache import DBCacheConfig
 from .evaluation import (
@@ -252,29 +253,6 @@ def run_demo(
 
 
 # ---------------------------------------------------------------------------------------------- command line
-def _int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
-        return value
-
-    return parse
-
-
-def _guidance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 1, got {text!r}")
-    return value
-
-
 def _labels(text: str) -> tuple[int, ...]:
     try:
         out = tuple(int(p) for p in text.split(",") if p.strip())
@@ -301,19 +279,19 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: ./{DEFAULT_OUT}; created if missing)"
     )
-    demo.add_argument("--steps", type=_int_in(2, 1000), default=50, help="denoising steps (2-1000, default: 50)")
+    demo.add_argument("--steps", type=int_in(2, 1000), default=50, help="denoising steps (2-1000, default: 50)")
     demo.add_argument(
-        "--guidance", type=_guidance, default=3.0, help="classifier-free guidance scale, > 1 (default: 3)"
+        "--guidance", type=guidance_scale, default=3.0, help="classifier-free guidance scale, > 1 (default: 3)"
     )
     demo.add_argument("--no-cfg", action="store_true", help="sample without classifier-free guidance")
     demo.add_argument("--labels", type=_labels, default=tuple(range(10)), help="digits to draw (default: 0,1,...,9)")
-    demo.add_argument("--seed", type=_int_in(0, 2**31 - 1), default=0, help="seed of the noise (default: 0)")
+    demo.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the noise (default: 0)")
     demo.add_argument(
-        "--repeats", type=_int_in(1, 100), default=2, help="timed runs of each configuration; the fastest counts"
+        "--repeats", type=int_in(1, 100), default=2, help="timed runs of each configuration; the fastest counts"
     )
     demo.add_argument(
         "--threads",
-        type=_int_in(1, 256),
+        type=int_in(1, 256),
         default=1,
         help="torch CPU threads (default: 1; the model is too small to gain from more, and on a busy machine "
         "waiting threads make every run slower)",
