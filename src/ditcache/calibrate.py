@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .argtypes import float_list, int_in, number_at_least
 from .branch import is_auto_branch
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor, get_extractor
@@ -1273,70 +1274,12 @@ def search_teacache_coefficients(
 
 
 # ------------------------------------------------------------------------------------------------ command line
-def _steps_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 2 <= value <= 10000:
-        raise argparse.ArgumentTypeError(f"expected an integer in [2, 10000], got {text!r}")
-    return value
-
-
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 10000:
-        raise argparse.ArgumentTypeError(f"expected an integer in [1, 10000], got {text!r}")
-    return value
-
-
-def _seed_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _cfg_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _thresholds_arg(text: str) -> list[float]:
-    values = []
-    for part in text.split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            raise argparse.ArgumentTypeError(f"expected comma-separated numbers > 0, got {text!r}")
-        values.append(value)
-    return values
-
-
-def _fractions_arg(text: str) -> list[float]:
-    values = []
-    for part in text.split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not 0 < value < 1:
-            raise argparse.ArgumentTypeError(f"expected comma-separated numbers in (0, 1), got {text!r}")
-        values.append(value)
-    return values
+_steps_arg = int_in(2, 10000)
+_count_arg = int_in(1, 10000)
+_seed_arg = int_in(0, 2**63 - 1)
+_cfg_arg = number_at_least(0.0)
+_thresholds_arg = float_list(lambda v: v > 0, "> 0")
+_fractions_arg = float_list(lambda v: 0 < v < 1, "in (0, 1)")
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
