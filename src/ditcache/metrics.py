@@ -14,7 +14,5 @@ def rel_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
     the previous tensor is all zeros (so the caller computes). One host sync.
     """
     prev = previous.float()
-    num = (current.float() - prev).abs().mean()
-    den = prev.abs().mean()
-    value = float(torch.where(den > 0, num / den, torch.full_like(num, float("inf"))))
-    return value
+    num, den = torch.stack(((current.float() - prev).abs().mean(), prev.abs().mean())).tolist()
+    return num / den if den > 0 else float("inf")
