@@ -59,6 +59,7 @@ from .log import get_logger
 from .metrics import rel_l1
 from .middleware import CacheMiddleware, CallNextBlocks
 from .profiles import Profile, ProfileError, profile_dir, profile_path, save_profile
+from .residual import output_tensor
 from .runtime import apply_cache, get_cache_runtime, refresh, remove_cache
 
 __all__ = [
@@ -186,23 +187,6 @@ def fit_teacache_coefficients(
 
 
 # ------------------------------------------------------------------------------------------------ the recorder
-def _output_tensor(output: Any) -> torch.Tensor:
-    """The prediction tensor in a model's return value (a tensor, a tuple's first tensor, or ``.sample``)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", None)
-    if isinstance(sample, torch.Tensor):
-        return sample
-    raise TypeError(
-        f"calibrate: cannot find the output tensor in the model's return value ({type(output).__name__}); expected "
-        "a tensor, a tuple starting with one, or an object with a .sample tensor"
-    )
-
-
 @attrs.define
 class _Series:
     """The points of one branch over one generation."""
@@ -298,7 +282,7 @@ class TeaCacheCalibrator(CacheMiddleware[_CalState]):
             self.series.append(state.series)
         indicator = self._indicator(ctx)
         hidden, encoder = call_next(ctx)
-        output = _output_tensor(ctx.postprocess(hidden, encoder)).detach()
+        output = output_tensor(ctx.postprocess(hidden, encoder)).detach()
         blocks = hidden.detach()
         distance: float | None = None
         change: float | None = None

@@ -14,7 +14,7 @@ mode extrapolates; on a smooth output it is the more accurate of the two.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -115,17 +115,18 @@ class ResidualCache:
 
 
 def output_tensor(output: Any) -> torch.Tensor:
-    """The sample tensor of a model's return value: a tensor, the first item of a tuple/list, or ``.sample``."""
+    """The sample tensor of a model's return value: a tensor, a tuple/list starting with one, or ``.sample`` /
+    ``["sample"]``. TypeError when there is none (output forecasting and calibration need it)."""
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    sample = getattr(output, "sample", None)
+    sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", None)
     if isinstance(sample, torch.Tensor):
         return sample
     raise TypeError(
-        f"taylorseer_target: 'output' needs a model returning a tensor, a tuple/list starting with one, or an object "
-        f"with a .sample tensor; got {type(output).__name__}"
+        f"model output: cannot find the output tensor in a {type(output).__name__}; expected a tensor, a tuple/list "
+        "starting with one, or an object with a .sample tensor"
     )
 
 
