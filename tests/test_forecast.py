@@ -13,7 +13,7 @@ instead of the last residual; nothing else changes. So, on the tiny random Flux 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -44,12 +44,7 @@ _APPLY: dict[str, Callable[[torch.nn.Module, dict[str, Any]], CacheMiddleware[An
 CACHES = list(_APPLY)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
