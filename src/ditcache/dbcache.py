@@ -39,7 +39,7 @@ import attrs
 import torch
 from torch import nn
 
-from .config import check_keys, coerce_config
+from .config import check_keys, coerce_config, int_at_least, is_bool, opt_int_at_least
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .metrics import rel_l1
@@ -52,28 +52,6 @@ __all__ = ["DBCache", "DBCacheConfig", "apply_dbcache_hook"]
 
 
 # ---------------------------------------------------------------------------------------------------- validators
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int_at_least(low: int) -> Any:
-    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if not _is_int(value) or value < low:
-            raise ValueError(f"DBCacheConfig.{attribute.name}: expected an int >= {low}, got {value!r}")
-
-    return check
-
-
-def _opt_int_at_least(low: int) -> Any:
-    def check(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is not None and (not _is_int(value) or value < low):
-            raise ValueError(
-                f"DBCacheConfig.{attribute.name}: expected an int >= {low} or None (no limit), got {value!r}"
-            )
-
-    return check
-
-
 def _finite(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(
@@ -92,11 +70,6 @@ def _opt_positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
 def _method(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value not in FORECAST_METHODS:
         raise ValueError(f"DBCacheConfig.{attribute.name}: expected one of {list(FORECAST_METHODS)}, got {value!r}")
-
-
-def _bool(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"DBCacheConfig.{attribute.name}: expected True or False, got {value!r}")
 
 
 def _mask_converter(value: Any) -> Any:
@@ -119,20 +92,20 @@ class DBCacheConfig:
     ``force_last_step`` (cache-dit caches the last step when the test allows it; set it False to match).
     """
 
-    fn_compute_blocks: int = attrs.field(default=8, validator=_int_at_least(1))
+    fn_compute_blocks: int = attrs.field(default=8, validator=int_at_least(1))
     """``Fn``: first blocks always computed; the residual of their output is the cache's indicator."""
-    bn_compute_blocks: int = attrs.field(default=0, validator=_int_at_least(0))
+    bn_compute_blocks: int = attrs.field(default=0, validator=int_at_least(0))
     """``Bn``: last blocks always computed, also on cached steps (they refine the approximated hidden states)."""
     residual_diff_threshold: float = attrs.field(default=0.08, validator=_finite)
     """``R``: cache while the rel-L1 difference of the ``Fn`` residual is strictly below it; ``<= 0`` never caches,
     ``>= 1`` always caches (after the gates) without measuring. Trained models: 0.08-0.24 (cache-dit benchmarks)."""
-    max_warmup_steps: int = attrs.field(default=8, validator=_int_at_least(0))
+    max_warmup_steps: int = attrs.field(default=8, validator=int_at_least(0))
     """``W``: the steps ``range(0, W, warmup_interval)`` are always computed."""
-    warmup_interval: int = attrs.field(default=1, validator=_int_at_least(1))
+    warmup_interval: int = attrs.field(default=1, validator=int_at_least(1))
     """``I``: with ``I > 1`` only every ``I``-th warm-up step is forced; the others are tested like later steps."""
-    max_cached_steps: int | None = attrs.field(default=None, validator=_opt_int_at_least(0))
+    max_cached_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0, "no limit"))
     """``M``: at most this many cached steps per branch and generation (None: no limit; 0: never cache)."""
-    max_continuous_cached_steps: int | None = attrs.field(default=None, validator=_opt_int_at_least(0))
+    max_continuous_cached_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0, "no limit"))
     """``MC``: at most this many cached steps in a row (None: no limit; 0: never cache)."""
     max_accumulated_residual_diff_threshold: float | None = attrs.field(default=None, validator=_opt_positive)
     """Budget: once the measured differences of this generation (computed and cached steps) sum to this, every
@@ -143,22 +116,22 @@ class DBCacheConfig:
     steps_computation_policy: str = attrs.field(default="dynamic", validator=_policy)
     """What a mask ``0`` means: ``"dynamic"`` (the threshold test and caps still decide) or ``"static"`` (cache
     without any test)."""
-    num_inference_steps: int | None = attrs.field(default=None, validator=_opt_int_at_least(1))
+    num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1, "no limit"))
     """Steps per generation when known up front (``ditcache.refresh(module, num_inference_steps=N)`` sets it per
     run instead). Needed by mask presets and by ``force_last_step``."""
-    force_last_step: bool = attrs.field(default=True, validator=_bool)
+    force_last_step: bool = attrs.field(default=True, validator=is_bool)
     """Always compute the last step when the step count is known."""
-    taylorseer: bool = attrs.field(default=False, validator=_bool)
+    taylorseer: bool = attrs.field(default=False, validator=is_bool)
     """Forecast the middle-block residual with TaylorSeer on cached steps instead of reusing the last one."""
-    taylorseer_order: int = attrs.field(default=1, validator=_int_at_least(0))
+    taylorseer_order: int = attrs.field(default=1, validator=int_at_least(0))
     """Order of the TaylorSeer expansion (1 or 2 are usual)."""
-    taylorseer_derivative_delay: int = attrs.field(default=3, validator=_int_at_least(0))
+    taylorseer_derivative_delay: int = attrs.field(default=3, validator=int_at_least(0))
     """Updates fewer than this many steps after a generation's first step form no derivatives. 3 reproduces
     cache-dit (order 1 from step 3 on, order 2 from step 4 on); 0 forms them as soon as two updates exist."""
     taylorseer_method: str = attrs.field(default="taylor", validator=_method)
     """``"taylor"``: the published expansion (cache-dit's); ``"newton"``: divided-difference extrapolation, exact for
     polynomials up to the order (see :mod:`ditcache.taylorseer`)."""
-    taylorseer_encoder: bool = attrs.field(default=True, validator=_bool)
+    taylorseer_encoder: bool = attrs.field(default=True, validator=is_bool)
     """Also forecast the encoder (text) stream's residual (cache-dit's ``enable_encoder_calibrator``)."""
 
     @classmethod

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .branch import is_auto_branch
-from .config import check_keys, coerce_config
+from .config import check_keys, coerce_config, is_bool
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .log import get_logger
@@ -286,11 +286,6 @@ def _c_profile(value: Any) -> str | None:
     return profile_reference(value, "MagCacheConfig.profile")
 
 
-def _v_bool(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"MagCacheConfig.{attribute.name}: expected True or False, got {value!r}")
-
-
 # ---------------------------------------------------------------------------------------------- config
 @attrs.frozen(kw_only=True)
 class MagCacheConfig:
@@ -318,9 +313,9 @@ class MagCacheConfig:
     """An explicit curve (positive numbers, padding ``1.0`` first) for every branch, overriding the preset."""
     profile: str | None = attrs.field(default=None, converter=_c_profile)
     """Name or path of a calibrated MagCache profile (``ditcache.profiles``), giving per-branch curves."""
-    calibrate: bool = attrs.field(default=False, validator=_v_bool)
+    calibrate: bool = attrs.field(default=False, validator=is_bool)
     """Measure the ratios instead of skipping; read them with :meth:`MagCache.calibration_profile`."""
-    taylorseer: bool = attrs.field(default=False, validator=_v_bool)
+    taylorseer: bool = attrs.field(default=False, validator=is_bool)
     """Forecast the reused residual with TaylorSeer instead of reusing the last one (see ``ditcache.taylorseer``);
     the schedule is unchanged."""
     taylorseer_order: int = attrs.field(default=1)

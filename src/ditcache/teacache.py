@@ -33,7 +33,7 @@ from torch import nn
 
 from .branch import is_auto_branch
 from .coefficients import TEACACHE_PRESETS, TeaCachePreset, infer_teacache_model
-from .config import check_keys, coerce_config
+from .config import check_keys, coerce_config, is_bool, opt_bool, opt_int_at_least
 from .context import BlockOutput, CacheContext
 from .extractors import Extractor
 from .log import get_logger
@@ -100,30 +100,6 @@ def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) 
         )
 
 
-def _opt_nonneg_int(inst: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected an int >= 0 or None, got {value!r}")
-
-
-def _opt_pos_int(inst: Any, attribute: attrs.Attribute[Any], value: int | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected an int >= 1 or None, got {value!r}")
-
-
-def _opt_bool(inst: Any, attribute: attrs.Attribute[Any], value: bool | None) -> None:
-    if value is not None and not isinstance(value, bool):
-        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected True, False or None, got {value!r}")
-
-
-def _bool(inst: Any, attribute: attrs.Attribute[Any], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected True or False, got {value!r}")
-
-
 def _opt_str(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and (not isinstance(value, str) or not value):
         raise TypeError(f"TeaCacheConfig.{attribute.name}: expected a non-empty string or None, got {value!r}")
@@ -153,17 +129,17 @@ class TeaCacheConfig:
     still gives the warm-up and last-step settings. Loaded when the cache is applied."""
     indicator: str | None = attrs.field(default=None, validator=_opt_str)
     """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
-    num_inference_steps: int | None = attrs.field(default=None, validator=_opt_pos_int)
+    num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
     """Steps per generation, when known up front (``ditcache.refresh`` can set it per run instead)."""
-    warmup_steps: int | None = attrs.field(default=None, validator=_opt_nonneg_int)
+    warmup_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0))
     """Steps always computed at the start of a generation (reference: 1, Wan ret-mode: 5)."""
-    force_last_step: bool | None = attrs.field(default=None, validator=_opt_bool)
+    force_last_step: bool | None = attrs.field(default=None, validator=opt_bool)
     """Always compute the last step when the step count is known (reference: True)."""
-    max_consecutive_skips: int | None = attrs.field(default=None, validator=_opt_pos_int)
+    max_consecutive_skips: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
     """Cap on skips in a row (None: no cap, as in the reference)."""
-    abs_rescaled: bool = attrs.field(default=False, validator=_bool)
+    abs_rescaled: bool = attrs.field(default=False, validator=is_bool)
     """Accumulate ``abs(poly(x))`` instead of ``poly(x)`` (ComfyUI-TeaCache, vLLM-Omni)."""
-    taylorseer: bool = attrs.field(default=False, validator=_bool)
+    taylorseer: bool = attrs.field(default=False, validator=is_bool)
     """Forecast the reused residual with TaylorSeer instead of reusing the last one (see ``ditcache.taylorseer``)."""
     taylorseer_order: int = attrs.field(default=1)
     """TaylorSeer order (validated by :class:`~ditcache.residual.ForecastSettings`)."""
