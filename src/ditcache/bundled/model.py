@@ -257,7 +257,11 @@ class DigitsDiT(nn.Module):
         self, tokens: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor | Sequence[int] | int
     ) -> torch.Tensor:
         """The predicted velocity ``noise - x0`` for ``tokens`` (B, 64, 4) at ``timestep`` (B,) in [0, 1]."""
-        cond = self.conditioning(labels)
+        return self.velocity(tokens, timestep, self.conditioning(labels))
+
+    def velocity(self, tokens: torch.Tensor, timestep: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One transformer call with prepared conditioning (a sampler prepares it once and reuses the same tensors
+        every step, which is also what ditcache's automatic CFG-branch identity keys on)."""
         out = self.transformer(
             hidden_states=tokens,
             encoder_hidden_states=cond.encoder_hidden_states,

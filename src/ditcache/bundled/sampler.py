@@ -130,27 +130,11 @@ def sample_tokens(
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         timestep = torch.full((batch,), sigma, device=device, dtype=dtype)
         with transformer.cache_context("cond"):
-            velocity = transformer(
-                hidden_states=latents,
-                encoder_hidden_states=cond.encoder_hidden_states,
-                pooled_projections=cond.pooled_projections,
-                timestep=timestep,
-                img_ids=cond.img_ids,
-                txt_ids=cond.txt_ids,
-                return_dict=False,
-            )[0]
+            velocity = model.velocity(latents, timestep, cond)
         if uncond is not None:
             assert scale is not None
             with transformer.cache_context("uncond"):
-                velocity_uncond = transformer(
-                    hidden_states=latents,
-                    encoder_hidden_states=uncond.encoder_hidden_states,
-                    pooled_projections=uncond.pooled_projections,
-                    timestep=timestep,
-                    img_ids=uncond.img_ids,
-                    txt_ids=uncond.txt_ids,
-                    return_dict=False,
-                )[0]
+                velocity_uncond = model.velocity(latents, timestep, uncond)
             velocity = velocity_uncond + scale * (velocity - velocity_uncond)
         # Euler step in float32, as FlowMatchEulerDiscreteScheduler does, then back to the model dtype
         latents = (latents.float() + (sigma_next - sigma) * velocity.float()).to(dtype)
