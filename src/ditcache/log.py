@@ -41,18 +41,22 @@ class KVLogger:
         return self._std.isEnabledFor(level)
 
     def debug(self, event: str, **kw: Any) -> None:
+        """Emit ``event`` with its key-value data at DEBUG (skipped cheaply when that level is off)."""
         if self._std.isEnabledFor(logging.DEBUG):
             self._bound.debug(event, **kw)
 
     def info(self, event: str, **kw: Any) -> None:
+        """Emit ``event`` with its key-value data at INFO (skipped cheaply when that level is off)."""
         if self._std.isEnabledFor(logging.INFO):
             self._bound.info(event, **kw)
 
     def warning(self, event: str, **kw: Any) -> None:
+        """Emit ``event`` with its key-value data at WARNING (skipped cheaply when that level is off)."""
         if self._std.isEnabledFor(logging.WARNING):
             self._bound.warning(event, **kw)
 
     def error(self, event: str, **kw: Any) -> None:
+        """Emit ``event`` with its key-value data at ERROR."""
         self._bound.error(event, **kw)
 
 
