@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version exit 0; usage errors exit 2
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     configure_logging(args.log_level)
-    console = Console(soft_wrap=False)
+    # Piped output (logs, CI) gets room for the result tables; a terminal keeps its own width.
+    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 120)
     handler: Callable[[argparse.Namespace, Console], int] = args.handler
     return handler(args, console)
 
