@@ -38,11 +38,12 @@ import diffusers
 import torch
 from diffusers import FluxTransformer2DModel
 
-from ditcache import CacheContext, CacheMiddleware, apply_cache
-from ditcache.context import BlockOutput
-from ditcache.extractors import get_extractor
-from ditcache.middleware import CallNextBlocks
-from ditcache.runtime import CacheRuntime
+from ditcache import CacheContext, apply_cache
+from ditcache.core import CacheMiddleware
+from ditcache.core.cache import CallNextBlocks
+from ditcache.core.context import BlockOutput
+from ditcache.core.extractor import get_extractor
+from ditcache.core.runtime import CacheRuntime
 
 FLUX_SMALL: dict[str, Any] = {
     "patch_size": 1,

@@ -1,6 +1,6 @@
 """Per-call cost of forward hooks: ditcache's HookRegistry against diffusers' HookRegistry and torch's own hooks.
 
-The measurement lives in :mod:`ditcache.hook_overhead` (``ditcache bench`` runs it too); see its docstring for the
+The measurement lives in :mod:`ditcache.tools.hook_overhead` (``ditcache bench`` runs it too); see its docstring for the
 method. Run::
 
     python benchmarks/hook_overhead.py --out results/
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from ditcache.hook_overhead import HOOK_COUNTS, NoopForwardHook, build_variants, noop_middleware, print_table, run
+from ditcache.tools.hook_overhead import HOOK_COUNTS, NoopForwardHook, build_variants, noop_middleware, print_table, run
 
 __all__ = ["HOOK_COUNTS", "NoopForwardHook", "build_variants", "main", "noop_middleware", "print_table", "run"]
 

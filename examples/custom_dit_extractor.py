@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import ditcache
-from ditcache.context import BlockOutput  # (hidden_states, encoder_hidden_states)
+from ditcache.core.context import BlockOutput  # (hidden_states, encoder_hidden_states)
 
 # --8<-- [start:model]
 NUM_CLASSES = 10  # class labels 0-9; label 10 is "no class", the unconditional branch of CFG
@@ -195,7 +195,7 @@ def main() -> None:
     # --8<-- [end:apply]
     stats = cache.stats()[-1]
     rel = ((cached - reference).abs().mean() / reference.abs().mean()).item()
-    print(f"registered extractors include TinyDiT: {'TinyDiT' in ditcache.registered_extractors()}")
+    print(f"registered extractors include TinyDiT: {'TinyDiT' in ditcache.core.registered_extractors()}")
     skipped = stats.skipped_steps
     print(f"skipped steps at rel_l1_thresh=0.3: {skipped} ({len(skipped)} of {steps})")
     print(f"relative L1 error of the final sample: {rel:.3e}")
@@ -203,7 +203,7 @@ def main() -> None:
     assert rel < 0.1, f"relative L1 error {rel:.3e} is unexpectedly large"
 
     ditcache.remove_cache(model)
-    ditcache.unregister_extractor(TinyDiT)
+    ditcache.core.unregister_extractor(TinyDiT)
     print("OK: the extractor is exact and TeaCache skips steps on a custom DiT")
 
 

@@ -1,7 +1,7 @@
 """The hook registry on its own: stack middlewares on any ``nn.Module``'s forward, then take one out.
 
 A middleware is ``fn(call, call_next) -> result`` (Starlette's ``dispatch(request, call_next)`` shape). The
-first one registered is the outermost: it sees the call first and the result last. ``ditcache.ForwardHook`` is
+first one registered is the outermost: it sees the call first and the result last. ``ditcache.core.ForwardHook`` is
 the familiar pre/post hook pair, as a middleware on the same stack. Caches are middlewares too: ditcache's
 cache runtime is registered on the transformer under the name ``"ditcache.cache"``.
 
@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 import ditcache
-from ditcache.registry import CallNext
+from ditcache.core.hooks import CallNext
 
 trace: list[str] = []
 
 
 # --8<-- [start:middlewares]
-def timing(call: ditcache.ForwardCall, call_next: CallNext) -> Any:
+def timing(call: ditcache.core.ForwardCall, call_next: CallNext) -> Any:
     """Outer middleware: time the rest of the stack and the forward."""
     trace.append("timing: before")
     start = time.perf_counter()
@@ -38,7 +38,7 @@ class ScaleInput:
     def __init__(self, factor: float) -> None:
         self.factor = factor
 
-    def __call__(self, call: ditcache.ForwardCall, call_next: CallNext) -> Any:
+    def __call__(self, call: ditcache.core.ForwardCall, call_next: CallNext) -> Any:
         trace.append(f"scale x{self.factor}: before")
         (x,) = call.args
         out = call_next(call.replace(args=(x * self.factor,)))
@@ -52,7 +52,7 @@ class ScaleInput:
         return hash(self.factor)
 
 
-class ClampOutput(ditcache.ForwardHook):
+class ClampOutput(ditcache.core.ForwardHook):
     """Inner hook: a pre-forward / post-forward pair."""
 
     def pre_forward(
@@ -77,7 +77,7 @@ def main() -> None:
         plain = layer(x)
 
         # --8<-- [start:stack]
-        registry = ditcache.HookRegistry.get_or_create(layer)
+        registry = ditcache.core.HookRegistry.get_or_create(layer)
         registry.register("timing", timing)  # outermost
         scale = registry.register("scale", ScaleInput(2.0))
         registry.register("clamp", ClampOutput())  # innermost, next to the module's own forward
@@ -116,7 +116,7 @@ def main() -> None:
 
         # Remove the rest: the module is exactly as before (no instance forward, no registry attribute).
         registry.clear()
-        assert "forward" not in layer.__dict__ and ditcache.HookRegistry.get(layer) is None
+        assert "forward" not in layer.__dict__ and ditcache.core.HookRegistry.get(layer) is None
         assert torch.equal(layer(x), plain)
         # --8<-- [end:stack]
     print("OK: middlewares ran in order, the middle one was removed, and the module was restored exactly")

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules (the small-Flux helpers live in ``_flux.py``)."""
+"""Fixtures shared by the test modules (the small-Flux helpers live in ``_support/flux.py``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""``python -m ditcache``: the same command line as the ``ditcache`` script (see :mod:`ditcache.cli`)."""
+"""``python -m ditcache``: the same command line as the ``ditcache`` script (see :mod:`ditcache.tools.cli`)."""
 
 from __future__ import annotations
 
-from .cli import main
+from ditcache.tools.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,7 +18,7 @@ on it::
 
 from __future__ import annotations
 
-from .model import (
+from ditcache.bundled.model import (
     IMAGE_SIZE,
     NULL_CLASS,
     NUM_CLASSES,
@@ -32,7 +32,7 @@ from .model import (
     load_metadata,
     weights_path,
 )
-from .sampler import StepCallback, StepEvent, sample, sample_tokens, sigma_schedule
+from ditcache.bundled.sampler import StepCallback, StepEvent, sample, sample_tokens, sigma_schedule
 
 __all__ = [
     "IMAGE_SIZE",

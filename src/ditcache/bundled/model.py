@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import check_keys
+from ditcache.core.validators import check_keys
 
 __all__ = [
     "IMAGE_SIZE",

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import attrs
 import torch
 
-from .model import NULL_CLASS, DigitsDiT, as_labels
+from ditcache.bundled.model import NULL_CLASS, DigitsDiT, as_labels
 
 __all__ = ["StepEvent", "StepCallback", "sample", "sample_tokens", "sigma_schedule"]
 
@@ -117,7 +117,7 @@ def sample_tokens(
     uncond = model.conditioning(torch.full_like(y, NULL_CLASS)) if guided else None
 
     if refresh_cache:
-        from ..runtime import get_cache_runtime
+        from ditcache.core.runtime import get_cache_runtime
 
         runtime = get_cache_runtime(transformer)
         if runtime is not None:

@@ -1,0 +1,205 @@
+"""What a step-level cache keeps from computed steps and gives back on skipped ones.
+
+TeaCache and MagCache decide whole steps. By default (target ``"residual"``) a computed step stores ``output -
+input`` of the block stack for each stream and a skipped step adds it to its own input (the embeddings and the
+head still run). With TaylorSeer forecasting on, the residual added on a skipped step is the TaylorSeer
+extrapolation of the residuals of the computed steps to the skipped step's index instead of the last one.
+
+With target ``"output"`` the cache forecasts the model's *output* (the tensor the postprocess returns, e.g. the
+velocity) instead: computed steps record it, skipped steps return the forecast as the model's return value
+(:class:`~ditcache.core.cache.FinalOutput`) and skip the head as well. That is what diffusers' TaylorSeer "lite"
+mode extrapolates; on a smooth output it is the more accurate of the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from ditcache.caches.taylorseer import FORECAST_METHODS, TaylorSeer
+from ditcache.core.cache import FinalOutput
+from ditcache.core.context import BlockOutput, CacheContext
+
+__all__ = ["FORECAST_TARGETS", "ForecastSettings", "OutputCache", "ResidualCache", "StepReuse"]
+
+FORECAST_TARGETS = ("residual", "output")
+"""What a step-level cache reuses on skipped steps: the blocks' residual, or the model's output."""
+
+
+def _v_order(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"taylorseer_order: expected an int >= 0 (1 or 2 are usual), got {value!r}")
+
+
+def _v_method(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in FORECAST_METHODS:
+        raise ValueError(f"taylorseer_method: expected one of {list(FORECAST_METHODS)}, got {value!r}")
+
+
+def _v_target(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in FORECAST_TARGETS:
+        raise ValueError(f"taylorseer_target: expected one of {list(FORECAST_TARGETS)}, got {value!r}")
+
+
+@attrs.frozen
+class ForecastSettings:
+    """How a step-level cache forecasts its residual (None of these: plain reuse)."""
+
+    order: int = attrs.field(default=1, validator=_v_order)
+    method: str = attrs.field(default="taylor", validator=_v_method)
+    target: str = attrs.field(default="residual", validator=_v_target)
+
+    def forecaster(self) -> TaylorSeer:
+        """A fresh forecaster for one stream."""
+        return TaylorSeer(self.order, method=self.method)
+
+
+class ResidualCache:
+    """One branch's cached residual, per stream; see the module docstring."""
+
+    __slots__ = ("_forecast", "encoder", "encoder_seer", "hidden", "hidden_seer", "step")
+
+    def __init__(self, forecast: ForecastSettings | None = None) -> None:
+        self._forecast = forecast
+        self.hidden: torch.Tensor | None = None
+        self.encoder: torch.Tensor | None = None
+        self.step = -1
+        self.hidden_seer: TaylorSeer | None = forecast.forecaster() if forecast else None
+        self.encoder_seer: TaylorSeer | None = forecast.forecaster() if forecast else None
+
+    def usable_for(self, hidden_states: torch.Tensor) -> bool:
+        """Whether a residual exists and fits this step's hidden states."""
+        h = self.hidden
+        return h is not None and h.shape == hidden_states.shape and h.device == hidden_states.device
+
+    def store(
+        self,
+        step: int,
+        h_in: torch.Tensor,
+        e_in: torch.Tensor | None,
+        h_out: torch.Tensor,
+        e_out: torch.Tensor | None,
+    ) -> None:
+        """Record a computed step: ``output - input`` per stream (none for a stream the blocks left unchanged)."""
+        self.hidden = h_out - h_in
+        self.encoder = (
+            None if (e_out is None or e_in is None or e_out is e_in or e_out.shape != e_in.shape) else e_out - e_in
+        )
+        self.step = step
+        if self.hidden_seer is not None:
+            self.hidden_seer.update(self.hidden, step)
+        if self.encoder_seer is not None:
+            if self.encoder is None:
+                self.encoder_seer.reset()
+            else:
+                self.encoder_seer.update(self.encoder, step)
+
+    def apply(self, step: int, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> BlockOutput:
+        """This step's output: its input plus the cached (or forecast) residual."""
+        res_h = self.hidden
+        assert res_h is not None, "apply() needs a stored residual; check usable_for() first"
+        res_e = self.encoder
+        if self.hidden_seer is not None and self.hidden_seer.ready:
+            res_h = self.hidden_seer.approximate(step)
+        if res_e is not None and self.encoder_seer is not None and self.encoder_seer.ready:
+            res_e = self.encoder_seer.approximate(step)
+        hidden = hidden_states + res_h
+        encoder = encoder_hidden_states
+        if encoder is not None and res_e is not None and res_e.shape == encoder.shape:
+            encoder = encoder + res_e
+        return hidden, encoder
+
+
+def output_tensor(output: Any) -> torch.Tensor:
+    """The sample tensor of a model's return value: a tensor, a tuple/list starting with one, or ``.sample`` /
+    ``["sample"]``. TypeError when there is none (output forecasting and calibration need it)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    raise TypeError(
+        f"model output: cannot find the output tensor in a {type(output).__name__}; expected a tensor, a tuple/list "
+        "starting with one, or an object with a .sample tensor"
+    )
+
+
+def with_output_tensor(template: Any, tensor: torch.Tensor) -> Any:
+    """``template`` (a return value of the model) with its sample tensor replaced by ``tensor``."""
+    if isinstance(template, torch.Tensor):
+        return tensor
+    if isinstance(template, tuple):
+        return (tensor, *template[1:])
+    if isinstance(template, list):
+        return [tensor, *template[1:]]
+    if dataclasses.is_dataclass(template) and not isinstance(template, type):
+        return dataclasses.replace(template, sample=tensor)
+    raise TypeError(f"taylorseer_target: cannot rebuild a {type(template).__name__} output")
+
+
+class OutputCache:
+    """One branch's forecast of the model's output (see the module docstring)."""
+
+    __slots__ = ("seer", "template")
+
+    def __init__(self, forecast: ForecastSettings) -> None:
+        self.seer = forecast.forecaster()
+        self.template: Any = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether a computed output was recorded."""
+        return self.seer.ready and self.template is not None
+
+    def store(self, step: int, output: Any) -> None:
+        """Record the real output of a computed step."""
+        self.seer.update(output_tensor(output).detach(), step)
+        self.template = output
+
+    def forecast(self, step: int) -> Any:
+        """The forecast output of a skipped step, in the structure of the last real one."""
+        return with_output_tensor(self.template, self.seer.approximate(step))
+
+
+class StepReuse:
+    """A step-level cache's per-branch memory: :meth:`compute` on computed steps, :meth:`reuse` on skipped ones."""
+
+    __slots__ = ("_signature", "output", "residual")
+
+    def __init__(self, forecast: ForecastSettings | None) -> None:
+        self.residual = ResidualCache(forecast)
+        self.output: OutputCache | None = (
+            OutputCache(forecast) if forecast is not None and forecast.target == "output" else None
+        )
+        self._signature: tuple[Any, ...] | None = None
+
+    def usable_for(self, ctx: CacheContext) -> bool:
+        """Whether this step can be skipped: something was stored that fits it."""
+        if self.output is not None:
+            h = ctx.hidden_states
+            return self.output.ready and self._signature == (h.shape, h.device)
+        return self.residual.usable_for(ctx.hidden_states)
+
+    def compute(self, ctx: CacheContext, call_next: Callable[[CacheContext], BlockOutput]) -> BlockOutput | FinalOutput:
+        """Run the rest of the stack, remember what a skipped step will need, return the result."""
+        h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
+        hidden, encoder = call_next(ctx)
+        if self.output is None:
+            self.residual.store(ctx.step, h_in, e_in, hidden, encoder)
+            return hidden, encoder
+        out = ctx.postprocess(hidden, encoder)
+        self.output.store(ctx.step, out)
+        self._signature = (h_in.shape, h_in.device)
+        return FinalOutput(out)
+
+    def reuse(self, ctx: CacheContext) -> BlockOutput | FinalOutput:
+        """The result of a skipped step."""
+        if self.output is not None:
+            return FinalOutput(self.output.forecast(ctx.step))
+        return self.residual.apply(ctx.step, ctx.hidden_states, ctx.encoder_hidden_states)

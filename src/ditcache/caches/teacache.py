@@ -1,0 +1,417 @@
+"""TeaCache (Liu et al., CVPR 2025, arXiv 2411.19108) as a cache middleware.
+
+The published algorithm (TeaCache4FLUX; paper Eq. 4-7), per CFG branch:
+
+* the first step is always computed (``warmup_steps``), and the last one too when the step count is known
+  (``force_last_step``);
+* otherwise ``x = mean|m_t - m_{t-1}| / mean|m_{t-1}|`` where ``m`` is the modulated input of the first block
+  (the denominator is the *previous* step's);
+* ``acc += poly(x)`` with the model's 4th-order polynomial; while ``acc < rel_l1_thresh`` the step is skipped,
+  otherwise it is computed and ``acc`` resets to 0;
+* ``m_{t-1}`` is updated on every step, skipped or not;
+* a computed step stores the residual of the whole block stack (output - input) for both streams; a skipped step
+  adds it to its input instead of running the blocks. Embeddings and the head always run.
+
+Integrations differ on details; each is an explicit option here with the reference behaviour as default:
+``abs_rescaled`` (ComfyUI / vLLM-Omni take ``abs()`` of the rescaled distance), ``force_last_step``,
+``max_consecutive_skips`` and ``warmup_steps``.
+
+Coefficients come from, in order: ``coefficients`` (one polynomial for every branch), ``profile`` (a calibrated
+"teacache" profile written by ``ditcache calibrate``: a pooled polynomial and, when fitted, one per CFG branch),
+``model`` (a published preset, see ``ditcache.presets.teacache``), or the preset inferred from the module's class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from ditcache.caches.reuse import ForecastSettings, StepReuse
+from ditcache.core.branch import is_auto_branch
+from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
+from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.extractor import Extractor
+from ditcache.core.log import get_logger
+from ditcache.core.metrics import rel_l1
+from ditcache.core.runtime import apply_cache
+from ditcache.core.validators import check_keys, coerce_config, is_bool, opt_bool, opt_int_at_least
+from ditcache.presets.teacache import TEACACHE_PRESETS, TeaCachePreset, infer_teacache_model
+from ditcache.profiles import Profile, ProfileError, find_profile, load_profile, profile_path, profile_reference
+
+__all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook", "profile_coefficients"]
+
+_log = get_logger("ditcache.caches.teacache")
+
+
+def _positive(inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected a finite number > 0, got {value!r}")
+
+
+def _coefficients(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        if isinstance(value, (str, bytes)):  # "12345" would otherwise convert digit by digit
+            raise TypeError
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"TeaCacheConfig.coefficients: expected 5 numbers (highest power first), got {value!r}"
+        ) from None
+    return out
+
+
+def _check_coefficients(inst: Any, attribute: attrs.Attribute[Any], value: tuple[float, ...] | None) -> None:
+    if value is None:
+        return
+    if len(value) != 5:
+        raise ValueError(
+            f"TeaCacheConfig.coefficients: expected exactly 5 numbers [c4, c3, c2, c1, c0] (4th-order polynomial, "
+            f"highest power first), got {len(value)}"
+        )
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"TeaCacheConfig.coefficients: every coefficient must be finite, got {value!r}")
+
+
+def _c_profile(value: Any) -> str | None:
+    return profile_reference(value, "TeaCacheConfig.profile")
+
+
+def _check_profile(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        profile_path(value)
+    except ProfileError as exc:
+        raise ValueError(f"TeaCacheConfig.{exc}") from None
+
+
+def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or value not in TEACACHE_PRESETS):
+        raise ValueError(
+            f"TeaCacheConfig.model: unknown model {value!r}; allowed values: {sorted(TEACACHE_PRESETS)} "
+            "(or leave it None to infer it from the module, or pass coefficients=...)"
+        )
+
+
+def _opt_str(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected a non-empty string or None, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TeaCacheConfig:
+    """Settings of TeaCache. Frozen and validated; unknown keys are refused by :meth:`from_dict`.
+
+    ``None`` for ``indicator``, ``warmup_steps`` and ``force_last_step`` means "what the model's preset says"
+    (the reference: first step computed, last step forced).
+    """
+
+    rel_l1_thresh: float = attrs.field(default=0.2, validator=_positive)
+    """Threshold on the accumulated rescaled distance; larger skips more (FLUX: 0.25 -> ~1.5x, 0.6 -> ~2x)."""
+    model: str | None = attrs.field(default=None, validator=_check_model)
+    """Preset key (see ``ditcache.presets.teacache.TEACACHE_PRESETS``); inferred from the module when None."""
+    coefficients: tuple[float, ...] | None = attrs.field(
+        default=None, converter=_coefficients, validator=_check_coefficients
+    )
+    """Explicit polynomial ``[c4, c3, c2, c1, c0]``, overriding the preset's."""
+    profile: str | None = attrs.field(default=None, converter=_c_profile, validator=_check_profile)
+    """Name or path of a calibrated ``"teacache"`` profile (``ditcache calibrate``; see ``ditcache.profiles``). It
+    gives the coefficients, one polynomial per CFG branch when the profile has per-branch fits (branches named
+    ``uncond*``/``negative*`` use the ``uncond`` fit, other named branches the ``cond`` fit, unnamed ones the
+    pooled fit), and the indicator they were fitted on. Exclusive with ``coefficients``; with ``model`` the preset
+    still gives the warm-up and last-step settings. Loaded when the cache is applied."""
+    indicator: str | None = attrs.field(default=None, validator=_opt_str)
+    """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
+    num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
+    """Steps per generation, when known up front (``ditcache.refresh`` can set it per run instead)."""
+    warmup_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0))
+    """Steps always computed at the start of a generation (reference: 1, Wan ret-mode: 5)."""
+    force_last_step: bool | None = attrs.field(default=None, validator=opt_bool)
+    """Always compute the last step when the step count is known (reference: True)."""
+    max_consecutive_skips: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
+    """Cap on skips in a row (None: no cap, as in the reference)."""
+    abs_rescaled: bool = attrs.field(default=False, validator=is_bool)
+    """Accumulate ``abs(poly(x))`` instead of ``poly(x)`` (ComfyUI-TeaCache, vLLM-Omni)."""
+    taylorseer: bool = attrs.field(default=False, validator=is_bool)
+    """Forecast the reused residual with TaylorSeer instead of reusing the last one (see
+    ``ditcache.caches.taylorseer``)."""
+    taylorseer_order: int = attrs.field(default=1)
+    """TaylorSeer order (validated by :class:`~ditcache.caches.reuse.ForecastSettings`)."""
+    taylorseer_method: str = attrs.field(default="taylor")
+    """``"taylor"`` (published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
+    taylorseer_target: str = attrs.field(default="residual")
+    """What is forecast on skipped steps: ``"residual"`` (the blocks' residual; the head still runs) or ``"output"``
+    (the model's output itself, skipping the head too, as diffusers' TaylorSeer lite). Needs ``taylorseer=True``."""
+
+    def __attrs_post_init__(self) -> None:
+        try:
+            ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
+        except ValueError as exc:
+            raise ValueError(f"TeaCacheConfig.{exc}") from None
+        if self.taylorseer_target == "output" and not self.taylorseer:
+            raise ValueError(
+                "TeaCacheConfig.taylorseer_target: 'output' forecasts with TaylorSeer; set taylorseer=True "
+                "(taylorseer_order=0 reuses the last output)"
+            )
+        if self.profile is not None and self.coefficients is not None:
+            raise ValueError(
+                "TeaCacheConfig.profile: give either coefficients or profile, not both (each gives the polynomial)"
+            )
+
+    def forecast(self) -> ForecastSettings | None:
+        """The forecasting settings, or None when TaylorSeer is off."""
+        if not self.taylorseer:
+            return None
+        return ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TeaCacheConfig:
+        """Build from a mapping; an unknown key is an error naming the allowed ones."""
+        check_keys(cls, data)
+        return cls(**data)
+
+    def resolve(self, module: nn.Module | None) -> ResolvedTeaCache:
+        """Combine this config with the model's preset or its profile."""
+        preset: TeaCachePreset | None = None
+        key = self.model
+        exact = True
+        if self.profile is not None:
+            return self._resolve_profile(self.profile)
+        if key is None and self.coefficients is None:
+            if module is None:
+                raise ValueError("TeaCacheConfig.model: give a model key or coefficients when no module is known")
+            key, exact = infer_teacache_model(module)
+        if key is not None:
+            preset = TEACACHE_PRESETS[key]
+            if not exact and self.model is None:
+                _log.warning(
+                    "teacache.coefficients_borrowed",
+                    model_class=type(module).__name__,
+                    preset=key,
+                    note="the module matches no published checkpoint; calibrate coefficients for it",
+                )
+        coefficients = self.coefficients if self.coefficients is not None else preset.coefficients  # type: ignore[union-attr]
+        return ResolvedTeaCache(
+            thresh=float(self.rel_l1_thresh),
+            coefficients=tuple(coefficients),
+            indicator=self.indicator if self.indicator is not None else (preset.indicator if preset else None),
+            warmup_steps=self.warmup_steps if self.warmup_steps is not None else (preset.warmup_steps if preset else 1),
+            force_last_step=self.force_last_step
+            if self.force_last_step is not None
+            else (preset.force_last_step if preset else True),
+            max_consecutive_skips=self.max_consecutive_skips,
+            abs_rescaled=self.abs_rescaled,
+            preset=key if self.coefficients is None else None,
+            source=preset.source if (preset and self.coefficients is None) else "user coefficients",
+        )
+
+    def _resolve_profile(self, profile_ref: str) -> ResolvedTeaCache:
+        try:
+            where = str(find_profile(profile_ref, "teacache"))
+            profile = load_profile(profile_ref, kind="teacache")
+            pooled, branches, indicator = profile_coefficients(profile, where)
+        except ProfileError as exc:
+            raise type(exc)(f"TeaCacheConfig.profile: {str(exc).removeprefix('profile: ')}") from None
+        preset = TEACACHE_PRESETS[self.model] if self.model is not None else None
+        if self.indicator is not None and self.indicator != indicator:
+            _log.warning(
+                "teacache.indicator_mismatch",
+                profile=where,
+                fitted_on=indicator or "modulated input",
+                configured=self.indicator,
+                note="the coefficients were fitted on another indicator; calibrate with the one you use",
+            )
+        return ResolvedTeaCache(
+            thresh=float(self.rel_l1_thresh),
+            coefficients=pooled,
+            indicator=self.indicator if self.indicator is not None else indicator,
+            warmup_steps=self.warmup_steps if self.warmup_steps is not None else (preset.warmup_steps if preset else 1),
+            force_last_step=self.force_last_step
+            if self.force_last_step is not None
+            else (preset.force_last_step if preset else True),
+            max_consecutive_skips=self.max_consecutive_skips,
+            abs_rescaled=self.abs_rescaled,
+            preset=None,
+            source=f"profile {where}",
+            branch_coefficients=branches,
+        )
+
+
+def _profile_polynomial(value: Any, field: str, where: str) -> tuple[float, ...]:
+    try:
+        coefficients = _coefficients(value)
+        _check_coefficients(None, attrs.fields(TeaCacheConfig).coefficients, coefficients)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("TeaCacheConfig.coefficients", f"data.{field}")
+        raise ProfileError(f"profile {where}: {message}") from None
+    if coefficients is None:
+        raise ProfileError(f"profile {where}: data.{field} is missing; expected 5 numbers [c4, c3, c2, c1, c0]")
+    return coefficients
+
+
+def profile_coefficients(
+    profile: Profile, where: str = "<profile>"
+) -> tuple[tuple[float, ...], dict[str, tuple[float, ...]], str | None]:
+    """The polynomials of a ``"teacache"`` profile, validated: ``(pooled, per_branch, indicator)``.
+
+    ``data.coefficients`` is the pooled fit (5 numbers, highest power first); ``data.branches`` optionally maps
+    ``"cond"``/``"uncond"`` to ``{"coefficients": [...], ...}``; ``data.indicator`` is the ``extra_states`` key the
+    fit used (None or absent: the modulated input). Raises :class:`~ditcache.profiles.ProfileError` naming the field.
+    """
+    if profile.kind != "teacache":
+        raise ProfileError(f"profile {where}: is a {profile.kind!r} profile, expected a 'teacache' profile")
+    data = profile.data
+    pooled = _profile_polynomial(data.get("coefficients"), "coefficients", where)
+    branches: dict[str, tuple[float, ...]] = {}
+    raw = data.get("branches") or {}
+    if not isinstance(raw, dict):
+        raise ProfileError(
+            f"profile {where}: data.branches must be a dict of per-branch fits, got {type(raw).__name__}"
+        )
+    for role, fit in raw.items():
+        if role not in ("cond", "uncond"):
+            raise ProfileError(
+                f"profile {where}: data.branches has unknown branch {role!r}; allowed: ['cond', 'uncond']"
+            )
+        if not isinstance(fit, dict):
+            raise ProfileError(f"profile {where}: data.branches.{role} must be a dict with 'coefficients'")
+        branches[role] = _profile_polynomial(fit.get("coefficients"), f"branches.{role}.coefficients", where)
+    indicator = data.get("indicator")
+    if indicator is not None and (not isinstance(indicator, str) or not indicator):
+        raise ProfileError(f"profile {where}: data.indicator must be a non-empty string or null, got {indicator!r}")
+    return pooled, branches, indicator
+
+
+def branch_coefficient_role(branch: Hashable) -> str | None:
+    """Which per-branch fit a branch uses: ``"uncond"`` for names starting with ``uncond`` or ``negative``,
+    ``"cond"`` for other names, None (the pooled fit) for automatic branches nobody named."""
+    if is_auto_branch(branch):
+        return None
+    if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
+        return "uncond"
+    return "cond"
+
+
+@attrs.frozen
+class ResolvedTeaCache:
+    """A TeaCacheConfig made concrete for one module."""
+
+    thresh: float
+    coefficients: tuple[float, ...]
+    indicator: str | None
+    warmup_steps: int
+    force_last_step: bool
+    max_consecutive_skips: int | None
+    abs_rescaled: bool
+    preset: str | None
+    source: str
+    branch_coefficients: dict[str, tuple[float, ...]] = attrs.field(factory=dict)
+    """Per-branch polynomials of a calibrated profile (``"cond"``, ``"uncond"``); empty: one for every branch."""
+
+    def coefficients_for(self, role: str | None) -> tuple[float, ...]:
+        """The polynomial of a branch role (see :func:`branch_coefficient_role`); the pooled one by default."""
+        if role is None:
+            return self.coefficients
+        return self.branch_coefficients.get(role, self.coefficients)
+
+    def rescale(self, x: float, role: str | None = None) -> float:
+        """The polynomial of ``role`` at ``x`` (Horner's rule in float64, as ``numpy.poly1d``)."""
+        y = 0.0
+        for c in self.coefficients_for(role):
+            y = y * x + c
+        return abs(y) if self.abs_rescaled else y
+
+
+@attrs.define
+class _TeaState:
+    reuse: StepReuse
+    previous_indicator: torch.Tensor | None = None
+    accumulated: float = 0.0
+    consecutive_skips: int = 0
+
+
+class TeaCache(CacheMiddleware[_TeaState]):
+    """The TeaCache middleware. Create it with :func:`apply_teacache_hook`."""
+
+    name = "teacache"
+    order = 0
+    level = "step"
+
+    def __init__(self, config: TeaCacheConfig, resolved: ResolvedTeaCache) -> None:
+        super().__init__(config)
+        self.resolved = resolved
+
+    def new_state(self) -> _TeaState:
+        return _TeaState(StepReuse(self.config.forecast()))
+
+    def _indicator(self, ctx: CacheContext) -> torch.Tensor:
+        key = self.resolved.indicator
+        if key is None:
+            return ctx.modulated_input
+        value = ctx.extra_states.get(key)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"TeaCacheConfig.indicator: {key!r} is not a tensor in this model's extra_states; "
+                f"available: {sorted(k for k, v in ctx.extra_states.items() if isinstance(v, torch.Tensor))}"
+            )
+        return value
+
+    @torch.compiler.disable  # type: ignore[untyped-decorator,misc]
+    def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
+        """Return ``(skip, new_accumulated, distance)`` without changing the state."""
+        r = self.resolved
+        forced = (
+            ctx.step < r.warmup_steps
+            or (r.force_last_step and ctx.is_last_step)
+            or state.previous_indicator is None
+            or not state.reuse.usable_for(ctx)
+            or state.previous_indicator.shape != indicator.shape
+        )
+        if forced or state.previous_indicator is None:
+            return False, 0.0, None
+        distance = rel_l1(indicator, state.previous_indicator)
+        role = branch_coefficient_role(ctx.branch) if r.branch_coefficients else None
+        accumulated = state.accumulated + r.rescale(distance, role)
+        skip = accumulated < r.thresh and (
+            r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips
+        )
+        return skip, (accumulated if skip else 0.0), distance
+
+    def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
+        state = self.state(ctx)
+        indicator = self._indicator(ctx)
+        skip, accumulated, distance = self.decide(ctx, state, indicator)
+        if skip:
+            result = state.reuse.reuse(ctx)
+            state.consecutive_skips += 1
+        else:
+            result = state.reuse.compute(ctx, call_next)
+            state.consecutive_skips = 0
+        state.accumulated = accumulated
+        state.previous_indicator = indicator
+        self.record(ctx, not skip, distance=distance, accumulated=accumulated)
+        return result
+
+
+def apply_teacache_hook(
+    module: nn.Module,
+    cfg: TeaCacheConfig | Mapping[str, Any] | None = None,
+    *,
+    extractor: Extractor | str | None = None,
+) -> TeaCache:
+    """Accelerate ``module`` with TeaCache: the one-line entry point.
+
+    ``cfg`` is a :class:`TeaCacheConfig`, a dict of its fields, or None for the defaults; the coefficient preset is
+    inferred from the module's class when the config names neither a model nor coefficients. Returns the TeaCache
+    middleware in effect (its :meth:`~ditcache.core.cache.CacheMiddleware.stats` list what was skipped).
+    """
+    config = coerce_config(TeaCacheConfig, cfg)
+    middleware = TeaCache(config, config.resolve(module))
+    return apply_cache(module, middleware, extractor=extractor, num_inference_steps=config.num_inference_steps)

@@ -1,0 +1,58 @@
+"""The runtime every cache and model builds on: hooks, the cache context, extractors, branches, the runtime.
+
+Layer rule (checked by import-linter): ``core`` imports torch, attrs and structlog only, never another ditcache
+layer. A call flows ``hooks`` (the module's forward is intercepted) -> ``extractor`` (the model's preprocessing builds a
+:class:`CacheContext`) -> ``runtime`` (branch, step and generation stamped) -> the caches' stack (``cache``) -> the
+blocks -> the postprocess.
+"""
+
+from __future__ import annotations
+
+from ditcache.core.branch import cfg_branch, current_branch
+from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, StepDecision
+from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.core.extractor import (
+    Extractor,
+    ExtractorNotFoundError,
+    FunctionExtractor,
+    get_extractor,
+    register_extractor,
+    registered_extractors,
+    unregister_extractor,
+)
+from ditcache.core.hooks import ForwardCall, ForwardHook, HookConflictError, HookHandle, HookRegistry, Middleware
+from ditcache.core.log import configure_logging, get_logger
+from ditcache.core.runtime import CacheRuntime, apply_cache, cache_stats, get_cache_runtime, refresh, remove_cache
+
+__all__ = [
+    "BlockOutput",
+    "BlockStack",
+    "CacheContext",
+    "CacheMiddleware",
+    "CacheRuntime",
+    "Extractor",
+    "ExtractorNotFoundError",
+    "FinalOutput",
+    "ForwardCall",
+    "ForwardHook",
+    "FunctionExtractor",
+    "GenerationStats",
+    "HookConflictError",
+    "HookHandle",
+    "HookRegistry",
+    "Middleware",
+    "StepDecision",
+    "apply_cache",
+    "cache_stats",
+    "cfg_branch",
+    "configure_logging",
+    "current_branch",
+    "get_cache_runtime",
+    "get_extractor",
+    "get_logger",
+    "refresh",
+    "register_extractor",
+    "registered_extractors",
+    "remove_cache",
+    "unregister_extractor",
+]

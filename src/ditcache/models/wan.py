@@ -1,0 +1,131 @@
+"""Extractor for diffusers ``WanTransformer3DModel`` (Wan 2.1 T2V/I2V, Wan 2.2 A14B and TI2V-5B).
+
+Mirrors ``WanTransformer3DModel.forward`` of diffusers 0.42: RoPE, patch embedding, the time/text/image
+condition embedder (a 2-D ``(batch, seq)`` timestep is Wan 2.2 TI2V's per-token timestep), the I2V image
+tokens prepended to the text tokens, then the blocks, then the output modulation, ``proj_out`` and
+unpatchify.
+
+Wan's blocks only update the video tokens: the block stack returns the *same* text tensor object it was
+given, so caches can tell that the second stream has no residual.
+
+Modulated input (TeaCache's indicator): the timestep embedding ``temb`` (TeaCache4Wan2.1's ``e``, its default
+mode). ``extra_states`` also holds ``"temb"`` and ``"timestep_proj"`` (the 6-way projection, TeaCache4Wan2.1's
+``e0``, the indicator of its ``use_ret_steps`` mode).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.models import _diffusers
+
+
+class WanExtractor(_diffusers.DiffusersExtractor):
+    """Extractor for ``diffusers.WanTransformer3DModel``."""
+
+    name = "wan"
+    model_class = "WanTransformer3DModel"
+    block_lists = ("blocks",)
+    attention_kwargs = "attention_kwargs"
+
+    def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
+        return _extract(module, *args, **kwargs)
+
+
+def _extract(
+    self: Any,
+    hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    encoder_hidden_states_image: torch.Tensor | None = None,
+    return_dict: bool = True,
+    attention_kwargs: dict[str, Any] | None = None,
+) -> CacheContext:
+    condition = encoder_hidden_states
+    raw_timestep = timestep
+    batch_size, _num_channels, num_frames, height, width = hidden_states.shape
+    p_t, p_h, p_w = self.config.patch_size
+    post_patch_num_frames = num_frames // p_t
+    post_patch_height = height // p_h
+    post_patch_width = width // p_w
+
+    rotary_emb = self.rope(hidden_states)
+
+    hidden_states = self.patch_embedding(hidden_states)
+    hidden_states = hidden_states.flatten(2).transpose(1, 2)
+
+    # diffusers makes the flattened tokens contiguous before the block loop.
+    hidden_states = hidden_states.contiguous()
+
+    # timestep: (batch,) or (batch, seq_len) (Wan 2.2 TI2V)
+    ts_seq_len: int | None
+    if timestep.ndim == 2:
+        ts_seq_len = timestep.shape[1]
+        timestep = timestep.flatten()  # batch_size * seq_len
+    else:
+        ts_seq_len = None
+
+    temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
+        timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+    )
+    if ts_seq_len is not None:
+        # batch_size, seq_len, 6, inner_dim
+        timestep_proj = timestep_proj.unflatten(2, (6, -1))
+    else:
+        # batch_size, 6, inner_dim
+        timestep_proj = timestep_proj.unflatten(1, (6, -1))
+
+    if encoder_hidden_states_image is not None:
+        encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
+
+    blocks = self.blocks
+    checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
+
+    def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
+        block = blocks[index]
+        if checkpointing:
+            h = self._gradient_checkpointing_func(block, h, e, timestep_proj, rotary_emb)
+        else:
+            h = block(h, e, timestep_proj, rotary_emb)
+        return h, e  # the text stream is not updated: hand back the same object
+
+    def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
+        if temb.ndim == 3:
+            # batch_size, seq_len, inner_dim (Wan 2.2 TI2V)
+            shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+            shift = shift.squeeze(2)
+            scale = scale.squeeze(2)
+        else:
+            # batch_size, inner_dim
+            shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+
+        # diffusers moves them to the hidden states' device (multi-GPU placement with accelerate)
+        shift = shift.to(h.device)
+        scale = scale.to(h.device)
+
+        h = (self.norm_out(h.float()) * (1 + scale) + shift).type_as(h)
+        h = self.proj_out(h)
+
+        h = h.reshape(batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w, -1)
+        h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
+        output = h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        return _diffusers.model_output(output, return_dict)
+
+    return CacheContext(
+        modulated_input=temb,
+        hidden_states=hidden_states,
+        encoder_hidden_states=encoder_hidden_states,
+        temb=temb,
+        blocks=BlockStack(run_block, tuple(blocks)),
+        postprocess=postprocess,
+        extra_states={"temb": temb, "timestep_proj": timestep_proj, "rotary_emb": rotary_emb},
+        timestep=raw_timestep,
+        condition=condition,
+    )
+
+
+WanExtractor.register()

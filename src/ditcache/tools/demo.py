@@ -1,0 +1,377 @@
+"""``ditcache demo``: every cache on the bundled trained model, against the uncached run, in one process.
+
+The bundled digits model (:mod:`ditcache.bundled`, a trained diffusers ``FluxTransformer2DModel``) generates one
+image per digit, uncached and with each cache of :func:`demo_methods`: TeaCache, MagCache, DBCache and MagCache
+stacked over DBCache, with settings chosen for this model (see ``docs/benchmarks.md``). MagCache's magnitude-ratio
+curves are calibrated in-process first (one uncached generation on another seed) and written to the output
+directory as a profile. The runs go through :func:`ditcache.tools.evaluation.evaluate`: same labels, seed, steps and
+guidance for everyone, interleaved timed repetitions (the fastest counts), transformer blocks counted as they run,
+quality against the uncached samples.
+
+Written to ``--out``: ``samples.png`` (one row per configuration), ``decisions.png`` (what each configuration ran
+at every step, per CFG branch), ``magcache_profile.json`` and ``demo.json`` (every number of the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from ditcache.bundled import DigitsDiT, load_digits_dit
+from ditcache.caches.dbcache import DBCacheConfig
+from ditcache.caches.magcache import MagCacheConfig
+from ditcache.caches.teacache import TeaCacheConfig
+from ditcache.tools.argtypes import guidance_scale, int_in
+from ditcache.tools.evaluation import (
+    EvalSettings,
+    Evaluation,
+    Method,
+    RunResult,
+    calibrate_magcache,
+    evaluate,
+    evaluation_units,
+    ours,
+)
+
+__all__ = [
+    "DEFAULT_OUT",
+    "DemoReport",
+    "add_parser",
+    "check_output_dir",
+    "demo_methods",
+    "plot_decisions",
+    "plot_samples",
+    "run_demo",
+]
+
+DEFAULT_OUT = Path("ditcache-demo")
+"""Default output directory (relative to the working directory)."""
+
+
+def demo_methods(magcache_profile: str | os.PathLike[str]) -> list[Method]:
+    """The demo's configurations; ``magcache_profile`` is the calibrated MagCache profile (a path).
+
+    Settings picked from a ``ditcache bench`` run on this model (50 steps, CFG 3; see ``docs/benchmarks.md``):
+    each keeps the samples at about 40 dB PSNR against the uncached ones or better, with a clear speed-up.
+    TeaCache borrows FLUX.1-dev's coefficients (a ``max_consecutive_skips`` cap makes its schedule regular) and
+    its TaylorSeer forecasts the model output (``taylorseer_target="output"``): at the same decisions (t=1, at most
+    8 skips) that gives 46.6 dB where forecasting the block residual gives 42.9 dB (CFG 3), so the demo spends the
+    margin on a higher threshold (14% of the blocks run, about 43 dB with and without guidance).
+    DBCache is cache-dit's recommended "F1B0 + TaylorSeer".
+    """
+    profile = os.fspath(magcache_profile)
+    tea = TeaCacheConfig(
+        rel_l1_thresh=2.0,
+        model="flux.1-dev",
+        taylorseer=True,
+        taylorseer_target="output",
+        max_consecutive_skips=8,
+    )
+    mag = MagCacheConfig(threshold=0.1, max_skip_steps=6, retention_ratio=0.1, profile=profile)
+    db = DBCacheConfig(
+        fn_compute_blocks=1,
+        bn_compute_blocks=0,
+        max_warmup_steps=4,
+        residual_diff_threshold=0.3,
+        max_continuous_cached_steps=3,
+        taylorseer=True,
+    )
+    db_inner = DBCacheConfig(fn_compute_blocks=1, max_warmup_steps=4, residual_diff_threshold=0.1)
+    return [
+        ours("TeaCache + TaylorSeer", tea),
+        ours("MagCache (calibrated)", mag),
+        ours("DBCache + TaylorSeer", db),
+        ours("MagCache over DBCache", mag, db_inner),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- output directory
+def check_output_dir(path: Path) -> str | None:
+    """Create ``path`` if needed and check that files can be written in it; None if fine, else the problem."""
+    if path.exists() and not path.is_dir():
+        return f"{path} exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the directory {path}: {exc.strerror or exc}"
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".ditcache-write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write in the directory {path}: {exc.strerror or exc}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _rows(evaluation: Evaluation) -> list[RunResult]:
+    return [evaluation.baseline, *(r for r in evaluation.results if r.ok)]
+
+
+def _row_label(r: RunResult) -> str:
+    if r.method.origin == "baseline":
+        return "uncached"
+    psnr = "identical" if math.isinf(r.psnr) else f"{r.psnr:.1f} dB"
+    return f"{r.name}\n{r.speedup:.2f}x, {psnr}"
+
+
+def plot_samples(evaluation: Evaluation, path: Path) -> None:
+    """The samples of every configuration side by side: one row per configuration (uncached first), one column
+    per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _rows(evaluation)
+    labels = evaluation.settings.labels
+    side = 16
+    pad = 2
+    grid = torch.full((len(rows) * (side + pad) - pad, len(labels) * (side + pad) - pad), 0.12)
+    for i, r in enumerate(rows):
+        assert r.images is not None
+        for j in range(len(labels)):
+            y, x = i * (side + pad), j * (side + pad)
+            grid[y : y + side, x : x + side] = r.images[j].float().cpu()
+    fig, ax = plt.subplots(figsize=(2.4 + 0.6 * len(labels), 0.7 + 0.6 * len(rows)))
+    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks([j * (side + pad) + side / 2 - 0.5 for j in range(len(labels))], [str(d) for d in labels])
+    ax.set_yticks([i * (side + pad) + side / 2 - 0.5 for i in range(len(rows))], [_row_label(r) for r in rows])
+    ax.tick_params(length=0, labelsize=8)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    s = evaluation.settings
+    cfg = f"CFG {s.guidance_scale:g}" if s.guided else "no CFG"
+    ax.set_title(f"bundled digits DiT, {s.num_steps} Euler steps, {cfg}, seed {s.seed}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_decisions(evaluation: Evaluation, path: Path) -> None:
+    """What every configuration ran at each step, per CFG branch: the fraction of the transformer blocks run
+    (white: step skipped, black: computed, grey: some blocks run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [r for r in evaluation.results if r.ok]
+    strips: list[list[float]] = []
+    names: list[str] = []
+    for r in results:
+        for d in r.decisions:
+            strips.append([b / d.num_blocks for b in d.blocks])
+            computed, partial = len(d.computed_steps), len(d.partial_steps)
+            extra = f", {partial} partial" if partial else ""
+            names.append(f"{r.name} [{d.branch}]: {computed}/{len(d.blocks)} computed{extra}")
+    steps = evaluation.settings.num_steps
+    fig, ax = plt.subplots(figsize=(2.5 + 0.16 * steps + 3.0, 0.8 + 0.32 * max(1, len(strips))))
+    if strips:
+        image = ax.imshow(
+            torch.tensor(strips).numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
+        )
+        bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
+        bar.set_label("blocks run / all blocks", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xticks(range(0, steps, max(1, steps // 10)))
+    ax.set_xticks([x - 0.5 for x in range(steps + 1)], minor=True)
+    ax.set_yticks([y - 0.5 for y in range(len(names) + 1)], minor=True)
+    ax.grid(which="minor", color="#cccccc", linewidth=0.4)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlabel("denoising step")
+    ax.set_title("per-step decisions (white: skipped, black: computed, grey: partly computed)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@attrs.frozen
+class DemoReport:
+    """What :func:`run_demo` measured and wrote."""
+
+    evaluation: Evaluation
+    """The evaluation of every configuration."""
+    files: dict[str, Path]
+    """What was written, by role: ``samples``, ``decisions``, ``magcache_profile``, ``results``."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return {"evaluation": self.evaluation.as_dict(), "files": {k: v.name for k, v in self.files.items()}}
+
+
+def run_demo(
+    out: Path,
+    settings: EvalSettings | None = None,
+    *,
+    model: DigitsDiT | None = None,
+    methods: Callable[[str], list[Method]] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> DemoReport:
+    """Calibrate MagCache, evaluate the demo's configurations and write the files to ``out`` (which must exist).
+
+    ``methods`` builds the configurations from the profile path (default: :func:`demo_methods`);
+    ``progress(description, total)`` is called once per sampling run.
+    """
+    settings = settings if settings is not None else EvalSettings(repeats=2)
+    base = model if model is not None else load_digits_dit()
+    build = methods if methods is not None else demo_methods
+    profile_path = out / "magcache_profile.json"
+    probe = build(str(profile_path))
+    total = 1 + evaluation_units(len(probe), settings)
+    calibrate_magcache(base, settings, path=profile_path)
+    if progress is not None:
+        progress("calibrated MagCache", total)
+    evaluation = evaluate(
+        build(str(profile_path)),
+        settings,
+        model=base,
+        progress=None if progress is None else (lambda desc: progress(desc, total)),
+    )
+    files = {
+        "samples": out / "samples.png",
+        "decisions": out / "decisions.png",
+        "magcache_profile": profile_path,
+        "results": out / "demo.json",
+    }
+    plot_samples(evaluation, files["samples"])
+    plot_decisions(evaluation, files["decisions"])
+    report = DemoReport(evaluation, files)
+    files["results"].write_text(json.dumps(report.as_dict(), indent=2, allow_nan=False) + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def _labels(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        out = ()
+    if not out or any(not 0 <= d <= 9 for d in out):
+        raise argparse.ArgumentTypeError(f"expected comma-separated digits 0-9, got {text!r}")
+    return out
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register the ``demo`` sub-command on an argparse sub-parsers object."""
+    demo: argparse.ArgumentParser = commands.add_parser(
+        "demo",
+        help="run every cache on the bundled trained model: speed-ups, errors, sample and decision plots",
+        description=(
+            "Generate one image per digit with the bundled trained digits model (a diffusers "
+            "FluxTransformer2DModel), uncached and with TeaCache, MagCache (curve calibrated in-process), DBCache "
+            "and MagCache over DBCache, in this process; print steps and blocks computed, the speed-up against the "
+            "uncached run, PSNR and max abs error against the uncached samples; write samples.png, decisions.png, "
+            "magcache_profile.json and demo.json to --out."
+        ),
+    )
+    demo.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: ./{DEFAULT_OUT}; created if missing)"
+    )
+    demo.add_argument("--steps", type=int_in(2, 1000), default=50, help="denoising steps (2-1000, default: 50)")
+    demo.add_argument(
+        "--guidance", type=guidance_scale, default=3.0, help="classifier-free guidance scale, > 1 (default: 3)"
+    )
+    demo.add_argument("--no-cfg", action="store_true", help="sample without classifier-free guidance")
+    demo.add_argument("--labels", type=_labels, default=tuple(range(10)), help="digits to draw (default: 0,1,...,9)")
+    demo.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the noise (default: 0)")
+    demo.add_argument(
+        "--repeats", type=int_in(1, 100), default=2, help="timed runs of each configuration; the fastest counts"
+    )
+    demo.add_argument(
+        "--threads",
+        type=int_in(1, 256),
+        default=1,
+        help="torch CPU threads (default: 1; the model is too small to gain from more, and on a busy machine "
+        "waiting threads make every run slower)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    return demo
+
+
+def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out: Path = args.out
+    problem = check_output_dir(out)
+    if problem is not None:
+        console.print(f"[red]ditcache demo: error: argument --out: {problem}[/red]", highlight=False)
+        return 2
+    settings = EvalSettings(
+        labels=args.labels,
+        seed=args.seed,
+        num_steps=args.steps,
+        guidance_scale=None if args.no_cfg else args.guidance,
+        repeats=args.repeats,
+        timer="wall",
+    )
+    cfg = "no guidance" if args.no_cfg else f"classifier-free guidance {args.guidance:g}"
+    console.print(
+        f"ditcache demo: the bundled trained digits model (diffusers FluxTransformer2DModel, 6 blocks), "
+        f"{len(settings.labels)} images, {settings.num_steps} Euler steps, {cfg}, "
+        f"{args.threads} torch CPU thread(s).",
+        highlight=False,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("calibrating MagCache", total=None)
+
+            def progress(desc: str, total: int) -> None:
+                bar.update(task, total=total, advance=1, description=desc[:60])
+
+            report = run_demo(out, settings, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    ev = report.evaluation
+    table = Table(
+        title=f"uncached: {ev.baseline.seconds * 1e3:.0f} ms per generation (fastest of {settings.repeats})",
+        title_justify="left",
+    )
+    for col in ("configuration", "steps computed", "blocks run", "time", "speed-up", "PSNR", "max abs error"):
+        table.add_column(col)
+    for r in ev.results:
+        if not r.ok:
+            table.add_row(r.name, f"[red]failed: {r.error}[/red]", "", "", "", "", "")
+            continue
+        steps = f"{r.computed_steps}/{r.steps_total}"
+        if r.partial_steps:
+            steps += f" (+{r.partial_steps} partial)"
+        table.add_row(
+            r.name,
+            steps,
+            f"{r.blocks_executed}/{r.blocks_total}",
+            f"{r.seconds * 1e3:.0f} ms",
+            f"{r.speedup:.2f}x",
+            "identical" if math.isinf(r.psnr) else f"{r.psnr:.1f} dB",
+            f"{r.max_abs_error:.4f}",
+        )
+    console.print(table)
+    console.print(
+        "Steps computed count transformer calls (steps x CFG branches) on which every block ran; partial ones ran "
+        "only DBCache's first block. PSNR and max abs error are against the uncached samples (pixels in [0, 1]). "
+        "Timings: wall clock, fastest of interleaved repetitions in this process. MagCache's curve was calibrated "
+        f"in-process on seed {settings.seed + 1000}; TeaCache borrows FLUX.1-dev's coefficients.",
+        highlight=False,
+    )
+    console.print(f"Wrote {', '.join(p.name for p in report.files.values())} to {out}", highlight=False)
+    return 0
