@@ -3,8 +3,8 @@
 The oracle model is a tiny random diffusers ``FluxTransformer2DModel`` with 2 double and 4 single blocks (6 blocks
 in the stack, as cache-dit's default Flux path merges them), 8x8 latent tokens and 8 text tokens, run through the
 same 20-step flow-matching Euler loop (``tests/_support/flux.py``). The same cached steps are required exactly;
-outputs are compared with ``rtol=1e-5, atol=1e-6`` (they agree bit for bit on CPU float32, since both libraries perform the same
-tensor operations in the same order).
+outputs are compared with ``rtol=1e-5, atol=1e-6`` (they agree bit for bit on CPU float32, since both libraries
+perform the same tensor operations in the same order).
 """
 
 from __future__ import annotations
