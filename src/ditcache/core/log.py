@@ -20,7 +20,7 @@ def _wrap(std: logging.Logger) -> Any:
     """The structlog logger over ``std`` (structlog is imported here, on the first event, not with ditcache)."""
     import structlog
 
-    processors = [
+    processors: list[Any] = [
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
