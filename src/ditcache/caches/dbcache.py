@@ -41,6 +41,7 @@ from torch import nn
 
 from ditcache.caches.step_masks import SCM_POLICIES, SCM_PRESETS, leading_compute_steps, resolve_mask, validate_mask
 from ditcache.caches.taylorseer import FORECAST_METHODS, TaylorSeer
+from ditcache.core._compile import eager
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
@@ -234,7 +235,7 @@ class DBCache(CacheMiddleware[_DBState]):
         state.warmup_steps = warmup
         state.resolved = True
 
-    @torch.compiler.disable  # type: ignore[untyped-decorator,misc]
+    @eager
     def decide(self, ctx: CacheContext, state: _DBState, fn_residual: torch.Tensor) -> tuple[bool, float | None, str]:
         """Return ``(cache, diff, reason)`` for this call without changing the state (except the diff budget)."""
         cfg = self.config

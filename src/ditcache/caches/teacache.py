@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ditcache.caches.reuse import ForecastSettings, StepReuse
+from ditcache.core._compile import eager
 from ditcache.core.branch import is_auto_branch
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
@@ -363,7 +364,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
             )
         return value
 
-    @torch.compiler.disable  # type: ignore[untyped-decorator,misc]
+    @eager
     def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
         """Return ``(skip, new_accumulated, distance)`` without changing the state."""
         r = self.resolved

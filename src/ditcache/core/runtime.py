@@ -25,6 +25,7 @@ import attrs
 import torch
 from torch import nn
 
+from ditcache.core._compile import eager
 from ditcache.core.branch import auto_branch, current_branch
 from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats
 from ditcache.core.context import BlockOutput, CacheContext
@@ -273,7 +274,7 @@ class CacheRuntime:
     # Never traced by torch.compile: the decisions read and write Python state every step (tracing them would
     # recompile per step). Compile the blocks instead (``block.compile()`` or diffusers' ``compile_repeated_blocks``):
     # compiled blocks run compiled inside this eager region; ``torch.compile(model)`` stays correct.
-    @torch.compiler.disable  # type: ignore[untyped-decorator,misc]
+    @eager
     def __call__(self, call: ForwardCall, call_next: CallNext) -> Any:
         if not self.enabled or not self._middlewares:
             return call_next(call)
