@@ -126,3 +126,18 @@ def test_version_comes_from_the_package_metadata() -> None:
     from importlib.metadata import version
 
     assert ditcache.__version__ == version("ditcache")
+
+
+def test_compiled_module_is_looked_up_as_its_original_class() -> None:
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from ditcache.core import get_extractor
+
+    model = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=8, pooled_projection_dim=8, axes_dims_rope=(2, 2, 4),
+    )  # fmt: skip
+    compiled = torch.compile(model, backend="eager")
+    assert type(compiled).__name__ == "OptimizedModule"
+    assert get_extractor(compiled) is get_extractor(model)

@@ -49,3 +49,29 @@ def test_bad_format_names_the_argument_and_names_are_namespaced() -> None:
     with pytest.raises(ValueError, match=r"fmt: expected 'console' or 'json'"):
         configure_logging(fmt="xml")
     assert get_logger("mymodule")._std.name == "ditcache.mymodule"
+
+
+def test_unconfigured_logging_prints_readable_lines_not_event_dicts() -> None:
+    """Without configure_logging, a warning reaches Python's last-resort handler as ``event=... key=value``."""
+    import subprocess
+    import sys
+
+    code = (
+        "from ditcache.core.log import get_logger; "
+        "get_logger('ditcache.test').warning('test.borrowed', model='flux', source='TeaCache4FLUX')"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "event='test.borrowed'" in err and "model='flux'" in err and "source='TeaCache4FLUX'" in err
+    assert "{" not in err and "[ditcache.test]" in err
+
+
+@pytest.mark.usefixtures("restore_ditcache_logger")
+def test_plain_stdlib_handler_gets_readable_lines() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger("ditcache")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    get_logger("ditcache.test").info("test.plain", step=2)
+    assert stream.getvalue().startswith("INFO [ditcache.test] event='test.plain'") and "step=2" in stream.getvalue()

@@ -182,6 +182,9 @@ def get_extractor(target: nn.Module | type | str) -> Extractor:
                     return cand
             raise ExtractorNotFoundError(_not_found(repr(target)))
         return ext
+    original = getattr(target, "_orig_mod", None)  # a torch.compile'd module is served as its original class
+    if isinstance(target, nn.Module) and isinstance(original, nn.Module):
+        target = original
     cls = target if isinstance(target, type) else type(target)
     _load_lazy([base.__name__ for base in cls.__mro__])
     for base in cls.__mro__:

@@ -24,9 +24,40 @@ def _wrap(std: logging.Logger) -> Any:
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        _render_or_wrap,
     ]
     return structlog.wrap_logger(std, processors=processors, wrapper_class=structlog.stdlib.BoundLogger)
+
+
+def _structlog_handler_in_effect(std: logging.Logger) -> bool:
+    """Whether a handler that ``std``'s records reach formats with structlog's ProcessorFormatter."""
+    import structlog
+
+    logger: logging.Logger | None = std
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter):
+                return True
+        logger = logger.parent if logger.propagate else None
+    return False
+
+
+def _render_or_wrap(logger: Any, method: str, event: Any) -> Any:
+    """Last processor: hand the event dict to a structlog formatter where one is configured, else render it.
+
+    Without :func:`configure_logging` (or another structlog formatter) the records reach plain handlers or Python's
+    last-resort handler, which would print the raw event dict; they get a readable ``event key=value`` line instead.
+    """
+    import structlog
+
+    if _structlog_handler_in_effect(logger):
+        return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event)
+    event = dict(event)
+    event.pop("timestamp", None)
+    event.pop("level", None)
+    name = event.pop("logger", None)
+    text = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)(logger, method, event)
+    return f"[{name}] {text}" if name else text
 
 
 class KVLogger:
