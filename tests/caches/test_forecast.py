@@ -374,8 +374,7 @@ def test_only_the_outermost_cache_may_return_the_model_output(base: FluxTransfor
     from ditcache.core.cache import FinalOutput
 
     class Inner(CacheMiddleware[None]):
-        name = "inner-final"
-        order = 20
+        name = "inner-final"  # no level: placed inside step-level caches (core.cache.insertion_index)
 
         def new_state(self) -> None:
             return None

@@ -28,6 +28,7 @@ from diffusers import FluxTransformer2DModel
 import ditcache
 from _support.flux import BranchMode, FluxCall, FluxInputs, count_block_calls, denoise, make_flux, make_inputs, replay
 from ditcache.core import CacheMiddleware
+from ditcache.core.cache import insertion_index
 from ditcache.core.hooks import HookRegistry
 from ditcache.core.runtime import get_cache_runtime
 
@@ -147,7 +148,7 @@ def test_step_level_sits_outside_block_level_in_either_application_order(
         assert runtime is not None
         step_mw, block_mw = runtime.middlewares
         assert (step_mw.level, block_mw.level) == ("step", "block")
-        assert step_mw.order < block_mw.order
+        assert insertion_index([step_mw], block_mw) == 1 and insertion_index([block_mw], step_mw) == 0
     out_a, calls_a = run(model_a, inputs)
     out_b, calls_b = run(model_b, inputs)
     assert torch.equal(out_a, out_b)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ditcache.caches.reuse import ForecastSettings, StepReuse
-from ditcache.core.branch import is_auto_branch
+from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
@@ -290,13 +290,9 @@ def profile_coefficients(
 
 
 def branch_coefficient_role(branch: Hashable) -> str | None:
-    """Which per-branch fit a branch uses: ``"uncond"`` for names starting with ``uncond`` or ``negative``,
-    ``"cond"`` for other names, None (the pooled fit) for automatic branches nobody named."""
-    if is_auto_branch(branch):
-        return None
-    if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
-        return "uncond"
-    return "cond"
+    """The per-branch fit a branch's *name* selects, None for an automatic branch (kept for callers of the old
+    name; :func:`ditcache.core.branch.named_role` is the rule, and the cache itself reads ``ctx.role``)."""
+    return named_role(branch)
 
 
 @attrs.frozen
@@ -341,7 +337,6 @@ class TeaCache(CacheMiddleware[_TeaState]):
     """The TeaCache middleware. Create it with :func:`apply_teacache_hook`."""
 
     name = "teacache"
-    order = 0
     level = "step"
 
     def __init__(self, config: TeaCacheConfig, resolved: ResolvedTeaCache) -> None:
@@ -377,7 +372,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
         if forced or state.previous_indicator is None:
             return False, 0.0, None
         distance = rel_l1(indicator, state.previous_indicator)
-        role = branch_coefficient_role(ctx.branch) if r.branch_coefficients else None
+        role = ctx.role if r.branch_coefficients else None
         accumulated = state.accumulated + r.rescale(distance, role)
         skip = accumulated < r.thresh and (
             r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips
