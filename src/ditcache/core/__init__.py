@@ -12,6 +12,7 @@ from ditcache.core.branch import ROLES, Role, cfg_branch, current_branch, role_o
 from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, StepDecision, insertion_index
 from ditcache.core.clock import GenerationListener, StepClock, Tick
 from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.core.distributed import LocalReducer, ProcessGroupReducer, Reducer
 from ditcache.core.extractor import (
     Extractor,
     ExtractorNotFoundError,
@@ -31,7 +32,15 @@ from ditcache.core.hooks import (
     same_settings,
 )
 from ditcache.core.log import configure_logging, get_logger
-from ditcache.core.runtime import CacheRuntime, apply_cache, cache_stats, get_cache_runtime, refresh, remove_cache
+from ditcache.core.runtime import (
+    CacheRuntime,
+    apply_cache,
+    cache_stats,
+    get_cache_runtime,
+    refresh,
+    remove_cache,
+    set_reducer,
+)
 
 __all__ = [
     "ROLES",
@@ -51,7 +60,10 @@ __all__ = [
     "HookConflictError",
     "HookHandle",
     "HookRegistry",
+    "LocalReducer",
     "Middleware",
+    "ProcessGroupReducer",
+    "Reducer",
     "Role",
     "StepClock",
     "StepDecision",
@@ -71,5 +83,6 @@ __all__ = [
     "remove_cache",
     "role_of",
     "same_settings",
+    "set_reducer",
     "unregister_extractor",
 ]

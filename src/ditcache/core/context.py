@@ -26,6 +26,7 @@ import attrs
 import torch
 
 from ditcache.core.branch import Role
+from ditcache.core.distributed import LOCAL, Reducer
 
 __all__ = ["BlockFn", "BlockOutput", "BlockStack", "CacheContext", "Postprocess"]
 
@@ -136,6 +137,9 @@ class CacheContext:
     """Number of calls per branch in the generation, when known (``refresh`` or the config)."""
     generation: int = 0
     """Counter that changes whenever a new generation starts for this branch."""
+    reducer: Reducer = LOCAL
+    """Sums partial sums over the ranks sharing this sequence, so every rank decides from the same scalar
+    (:mod:`ditcache.core.distributed`); the identity for one process."""
 
     def evolve(self, **changes: Any) -> CacheContext:
         """A copy with some fields replaced (``attrs.evolve``)."""

@@ -28,6 +28,7 @@ from ditcache.core.branch import auto_branch, current_branch
 from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, insertion_index
 from ditcache.core.clock import StepClock
 from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.distributed import LOCAL, Reducer
 from ditcache.core.extractor import Extractor, get_extractor
 from ditcache.core.hooks import CallNext, ForwardCall, HookRegistry
 from ditcache.core.log import get_logger
@@ -40,6 +41,7 @@ __all__ = [
     "get_cache_runtime",
     "refresh",
     "remove_cache",
+    "set_reducer",
 ]
 
 RUNTIME_NAME = "ditcache.cache"
@@ -85,6 +87,7 @@ class CacheRuntime:
         self._middlewares: list[CacheMiddleware[Any]] = []
         self.clock = StepClock(self._middlewares)  # announces generation boundaries to the caches
         self.external_context: tuple[str, dict[str, Any]] | None = None
+        self.reducer: Reducer = LOCAL
         self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
 
     # ------------------------------------------------------------------ stack management
@@ -227,7 +230,12 @@ class CacheRuntime:
         signature = (tuple(h.shape), h.dtype, h.device)
         tick = self.clock.advance(branch, _scalar(ctx.timestep), signature, step_hint)
         return ctx.evolve(
-            branch=branch, role=tick.role, step=tick.step, num_steps=num_steps, generation=tick.generation
+            branch=branch,
+            role=tick.role,
+            step=tick.step,
+            num_steps=num_steps,
+            generation=tick.generation,
+            reducer=self.reducer,
         )
 
     def __repr__(self) -> str:
@@ -362,3 +370,15 @@ def cache_stats(module: nn.Module) -> dict[str, list[GenerationStats]]:
     if runtime is None:
         return {}
     return {mw.name: mw.stats() for mw in runtime.middlewares}
+
+
+def set_reducer(module: nn.Module, reducer: Reducer) -> None:
+    """Make the caches of ``module`` reduce their decision scalars with ``reducer`` (put on every context as
+    ``ctx.reducer``), e.g. ``ProcessGroupReducer(sp_group)`` under sequence parallelism so every rank decides
+    alike. Call it on every rank after applying the caches; ``LOCAL`` restores the default."""
+    runtime = get_cache_runtime(module)
+    if runtime is None:
+        raise ValueError(f"module: no cache is applied to {type(module).__name__}; apply one first")
+    if not isinstance(reducer, Reducer):
+        raise TypeError(f"reducer: expected a Reducer (sum(tensor) and is_local), got {type(reducer).__name__}")
+    runtime.reducer = reducer
