@@ -123,10 +123,11 @@ class TeaCacheConfig:
     """Explicit polynomial ``[c4, c3, c2, c1, c0]``, overriding the preset's."""
     profile: str | None = attrs.field(default=None, converter=_c_profile, validator=_check_profile)
     """Name or path of a calibrated ``"teacache"`` profile (``ditcache calibrate``; see ``ditcache.profiles``). It
-    gives the coefficients, one polynomial per CFG branch when the profile has per-branch fits (branches named
-    ``uncond*``/``negative*`` use the ``uncond`` fit, other named branches the ``cond`` fit, unnamed ones the
-    pooled fit), and the indicator they were fitted on. Exclusive with ``coefficients``; with ``model`` the preset
-    still gives the warm-up and last-step settings. Loaded when the cache is applied."""
+    gives the coefficients, one polynomial per CFG branch when the profile has per-branch fits (each branch uses
+    the fit of its role ``ctx.role``: named branches by name, ``uncond*``/``negative*`` the ``uncond`` fit,
+    unnamed ones by their order in the run, as calibration assigned them), and the indicator they were fitted on.
+    Exclusive with ``coefficients``; with ``model`` the preset still gives the warm-up and last-step settings.
+    Loaded when the cache is applied."""
     indicator: str | None = attrs.field(default=None, validator=_opt_str)
     """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
     num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
