@@ -27,6 +27,7 @@ import torch
 from diffusers import FluxTransformer2DModel
 
 import ditcache
+from _support.probes import count_block_calls  # re-exported: it lived here first
 
 __all__ = [
     "FLUX_TINY",
@@ -223,25 +224,3 @@ def replay(model: torch.nn.Module, calls: Sequence[FluxCall]) -> list[torch.Tens
     """Call ``model`` with each recorded call's arguments in order (no branch marking); return the outputs."""
     with torch.no_grad():
         return [model(**call.kwargs)[0] for call in calls]
-
-
-@contextlib.contextmanager
-def count_block_calls(model: FluxTransformer2DModel) -> Iterator[list[int]]:
-    """Count executions of every transformer block (double then single) with forward pre-hooks.
-
-    Yields a list with one counter per block, updated live; the hooks are removed on exit.
-    """
-    blocks = [*model.transformer_blocks, *model.single_transformer_blocks]
-    counts = [0] * len(blocks)
-    handles = []
-    for index, block in enumerate(blocks):
-
-        def hook(module: torch.nn.Module, args: Any, index: int = index) -> None:
-            counts[index] += 1
-
-        handles.append(block.register_forward_pre_hook(hook))
-    try:
-        yield counts
-    finally:
-        for h in handles:
-            h.remove()

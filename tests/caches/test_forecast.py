@@ -21,7 +21,8 @@ import torch
 from diffusers import FluxTransformer2DModel
 
 import ditcache
-from _support.flux import FluxCall, FluxInputs, denoise, make_flux, make_inputs, replay
+from _support.flux import FluxCall, FluxInputs, denoise, replay
+from _support.probes import decisions, rel_err
 from ditcache import MagCacheConfig, TeaCacheConfig
 from ditcache.caches.reuse import ForecastSettings, ResidualCache
 from ditcache.core import CacheMiddleware
@@ -48,21 +49,6 @@ CACHES = list(_APPLY)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def base() -> FluxTransformer2DModel:
-    return make_flux()
-
-
-@pytest.fixture(scope="module")
-def inputs(base: FluxTransformer2DModel) -> FluxInputs:
-    return make_inputs(base)
-
-
-@pytest.fixture(scope="module")
-def uncached(base: FluxTransformer2DModel, inputs: FluxInputs) -> torch.Tensor:
-    return denoise(base, STEPS, inputs=inputs)
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
 def cached(base: FluxTransformer2DModel, cache: str, **settings: Any) -> tuple[torch.nn.Module, CacheMiddleware[Any]]:
     model = copy.deepcopy(base)
@@ -82,14 +68,6 @@ def run(
     finally:
         handle.remove()
     return final, outputs
-
-
-def decisions(mw: CacheMiddleware[Any]) -> list[tuple[int, bool, dict[str, Any]]]:
-    return [(d.step, d.computed, d.info) for d in mw.stats()[-1].decisions]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
 
 
 # ------------------------------------------------------------------------------------------------------ in a loop
@@ -374,8 +352,7 @@ def test_only_the_outermost_cache_may_return_the_model_output(base: FluxTransfor
     from ditcache.core.cache import FinalOutput
 
     class Inner(CacheMiddleware[None]):
-        name = "inner-final"
-        order = 20
+        name = "inner-final"  # no level: placed inside step-level caches (core.cache.insertion_index)
 
         def new_state(self) -> None:
             return None

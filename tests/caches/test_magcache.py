@@ -9,12 +9,11 @@ float32 operations run in the same order, so they are in practice bit-identical)
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import json
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from diffusers.hooks.mag_cache import apply_mag_cache as diffusers_apply_mag_cac
 from diffusers.hooks.mag_cache import nearest_interp as diffusers_nearest_interp
 
 import ditcache
-from _support.flux import FluxCall, FluxInputs, denoise, make_flux, make_inputs
+from _support.flux import FluxCall, FluxInputs, denoise
+from _support.probes import executed_calls, rel_err
 from ditcache import profiles
 from ditcache.caches.magcache import (
     MagCache,
@@ -94,34 +94,6 @@ def replay_rule(
     return out
 
 
-@contextlib.contextmanager
-def executed_calls(model: FluxTransformer2DModel) -> Iterator[list[int]]:
-    """Indices (0-based, in call order) of the transformer calls whose blocks really ran.
-
-    Counted with forward pre-hooks on the *attention* modules of the first and the last block: diffusers' MagCache
-    still calls every block on a skipped step (its hooks return the inputs), but the attention inside runs only
-    when a block computes. Asserts that the first and the last block always run together.
-    """
-    call = [-1]
-    first: list[int] = []
-    last: list[int] = []
-    handles = [
-        model.register_forward_pre_hook(lambda m, a: call.__setitem__(0, call[0] + 1)),
-        model.transformer_blocks[0].attn.register_forward_pre_hook(lambda m, a: first.append(call[0])),
-        model.single_transformer_blocks[-1].attn.register_forward_pre_hook(lambda m, a: last.append(call[0])),
-    ]
-    try:
-        yield first
-    finally:
-        for h in handles:
-            h.remove()
-    assert first == last, "the block stack ran partially"
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 def run_diffusers(
     base: FluxTransformer2DModel, inputs: FluxInputs, steps: int, dcfg: DiffusersMagCacheConfig, **kw: Any
 ) -> tuple[torch.Tensor, list[int]]:
@@ -141,21 +113,6 @@ def run_ours(
     with executed_calls(model) as computed:
         out = denoise(model, steps, inputs=inputs, **kw)
     return out, computed, cache
-
-
-@pytest.fixture(scope="module")
-def base() -> FluxTransformer2DModel:
-    return make_flux()
-
-
-@pytest.fixture(scope="module")
-def inputs(base: FluxTransformer2DModel) -> FluxInputs:
-    return make_inputs(base)
-
-
-@pytest.fixture(scope="module")
-def uncached(base: FluxTransformer2DModel, inputs: FluxInputs) -> torch.Tensor:
-    return denoise(copy.deepcopy(base), STEPS, inputs=inputs)
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,10 @@ import torch
 from diffusers import FluxTransformer2DModel
 
 import ditcache
-from _support.flux import BranchMode, FluxCall, FluxInputs, count_block_calls, denoise, make_flux, make_inputs, replay
+from _support.flux import BranchMode, FluxCall, FluxInputs, denoise, replay
+from _support.probes import count_block_calls, decisions
 from ditcache.core import CacheMiddleware
+from ditcache.core.cache import insertion_index
 from ditcache.core.hooks import HookRegistry
 from ditcache.core.runtime import get_cache_runtime
 
@@ -61,16 +63,6 @@ _APPLY: dict[str, Callable[[torch.nn.Module, dict[str, Any]], CacheMiddleware[An
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def base() -> FluxTransformer2DModel:
-    return make_flux()
-
-
-@pytest.fixture(scope="module")
-def inputs(base: FluxTransformer2DModel) -> FluxInputs:
-    return make_inputs(base)
-
-
 # ------------------------------------------------------------------------------------------------------ helpers
 def apply(model: torch.nn.Module, spec: Spec) -> CacheMiddleware[Any]:
     name, settings = spec
@@ -102,11 +94,6 @@ def run(
     finally:
         handle.remove()
     return final, outputs
-
-
-def decisions(cache: CacheMiddleware[Any], index: int = -1) -> list[tuple[int, bool, dict[str, Any]]]:
-    """The decisions of one recorded generation (default: the latest), with everything they measured."""
-    return [(d.step, d.computed, d.info) for d in cache.stats()[index].decisions]
 
 
 def block_runs_per_step(model: FluxTransformer2DModel, inputs: FluxInputs) -> tuple[torch.Tensor, list[int]]:
@@ -147,7 +134,7 @@ def test_step_level_sits_outside_block_level_in_either_application_order(
         assert runtime is not None
         step_mw, block_mw = runtime.middlewares
         assert (step_mw.level, block_mw.level) == ("step", "block")
-        assert step_mw.order < block_mw.order
+        assert insertion_index([step_mw], block_mw) == 1 and insertion_index([block_mw], step_mw) == 0
     out_a, calls_a = run(model_a, inputs)
     out_b, calls_b = run(model_b, inputs)
     assert torch.equal(out_a, out_b)

@@ -20,7 +20,9 @@ from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, WanTr
 from torch import nn
 
 import ditcache
-from _support.flux import FluxCall, count_block_calls, denoise, flow_sigmas, make_flux, make_inputs, replay
+from _support.flux import FluxCall, denoise, flow_sigmas, make_flux, make_inputs, replay
+from _support.probes import count_block_calls
+from _support.probes import step_decisions as decisions_of
 from ditcache import TeaCacheConfig, apply_teacache_hook
 from ditcache.core import HookRegistry
 from ditcache.core.validators import config_fields
@@ -117,11 +119,6 @@ def modulated_inputs(model: FluxTransformer2DModel, calls: list[FluxCall]) -> li
 def rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
     """``mean|a - b| / mean|b|`` in float64."""
     return float((a.double() - b.double()).abs().mean() / b.double().abs().mean())
-
-
-def decisions_of(cache: ditcache.TeaCache) -> list[ditcache.core.StepDecision]:
-    """The decisions of the most recent generation (asserting there is exactly one branch in it)."""
-    return cache.stats()[-1].decisions
 
 
 @pytest.fixture

@@ -22,10 +22,14 @@ from ditcache.core.hooks import (
     HookConflictError,
     HookHandle,
     HookRegistry,
-    hooked_modules,
 )
 
 REGISTRY_ATTR = "_ditcache_hooks"
+
+
+def hooked(root: nn.Module) -> list[str]:
+    """Qualified names of the modules under ``root`` that have middlewares."""
+    return [q for q, m in root.named_modules() if HookRegistry.get(m) is not None]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -398,7 +402,9 @@ def test_equal_forward_hook_is_noop() -> None:
     m = Affine()
     reg = HookRegistry.get_or_create(m)
     first, second = AddHook(2.0), AddHook(2.0)
-    assert first == second and first is not second
+    assert first.same_settings(second) and first is not second
+    assert first != second and hash(first) != hash(second)  # identity: equal settings, distinct objects
+    assert len({first, second}) == 2
     reg.register("h", first)
     handle = reg.register("h", second)
     assert reg.get_middleware("h") is first
@@ -744,16 +750,16 @@ def test_nested_submodules_are_independent() -> None:
     r_leaf.register("same-name", add(100.0))
     assert len({id(r_root), id(r_inner), id(r_leaf)}) == 3
     torch.testing.assert_close(root(x), expected(1.0, 10.0, 100.0))
-    assert [q for q, _ in hooked_modules(root)] == ["", "1", "1.0"]
+    assert hooked(root) == ["", "1", "1.0"]
 
     r_inner.remove("same-name")
     torch.testing.assert_close(root(x), expected(1.0, 0.0, 100.0))
-    assert [q for q, _ in hooked_modules(root)] == ["", "1.0"]
+    assert hooked(root) == ["", "1.0"]
     r_root.clear()
     torch.testing.assert_close(root(x), expected(0.0, 0.0, 100.0))
     assert HookRegistry.get(inner[0]) is r_leaf
     r_leaf.clear()
-    assert hooked_modules(root) == []
+    assert hooked(root) == []
     torch.testing.assert_close(root(x), expected(0.0, 0.0, 0.0))
 
 

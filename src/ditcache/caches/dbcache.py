@@ -189,7 +189,6 @@ class DBCache(CacheMiddleware[_DBState]):
     """The DBCache middleware. Create it with :func:`apply_dbcache_hook`."""
 
     name = "dbcache"
-    order = 10
     level = "block"
 
     config: DBCacheConfig

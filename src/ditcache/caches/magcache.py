@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ditcache.caches.reuse import ForecastSettings, StepReuse
-from ditcache.core.branch import is_auto_branch
+from ditcache.core.branch import ROLES, named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
@@ -67,9 +67,6 @@ __all__ = [
 ]
 
 _log = get_logger("ditcache.caches.magcache")
-
-ROLES = ("cond", "uncond")
-"""The two curves a CFG model can have; every branch uses one of them."""
 
 
 # ---------------------------------------------------------------------------------------------- curve helpers
@@ -226,12 +223,9 @@ def magcache_schedule(
 
 
 def branch_role(branch: Hashable) -> str:
-    """The curve a *named* branch uses: ``"uncond"`` for names starting with ``uncond`` or ``negative``
-    (case-insensitive), ``"cond"`` for anything else. Automatic branches are ordered by the middleware instead.
-    """
-    if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
-        return "uncond"
-    return "cond"
+    """The curve a branch *named* ``branch`` uses (:func:`ditcache.core.branch.named_role`; ``"cond"`` when the
+    name says nothing). Running caches read the role the step clock stamped on ``ctx.role`` instead."""
+    return named_role(branch) or "cond"
 
 
 # ---------------------------------------------------------------------------------------------- validators
@@ -482,7 +476,6 @@ class _MagState:
     reuse: StepReuse
     role: str | None = None
     calibration_residual: torch.Tensor | None = None
-    last_step: int = -1
 
 
 def residual_metrics(current: torch.Tensor, previous: torch.Tensor) -> tuple[float, float, float]:
@@ -513,14 +506,12 @@ class MagCache(CacheMiddleware[_MagState]):
     """
 
     name = "magcache"
-    order = 0
     level = "step"
 
     def __init__(self, config: MagCacheConfig, resolved: ResolvedMagCache) -> None:
         super().__init__(config)
         self.resolved = resolved
         self._schedules: dict[tuple[str, int], MagCacheSchedule] = {}
-        self._auto_round: list[Hashable] = []
         self._calibration: dict[Hashable, _CalibrationRecord] = {}
         self._module_class: str | None = None
 
@@ -529,10 +520,6 @@ class MagCache(CacheMiddleware[_MagState]):
 
     def new_state(self) -> _MagState:
         return _MagState(StepReuse(self.config.forecast()))
-
-    def reset(self) -> None:
-        super().reset()
-        self._auto_round = []
 
     # ------------------------------------------------------------------ schedule
     def schedule(self, num_steps: int | None = None, branch: Hashable = "cond") -> MagCacheSchedule:
@@ -549,28 +536,11 @@ class MagCache(CacheMiddleware[_MagState]):
             self._schedules[key] = sched
         return sched
 
-    # ------------------------------------------------------------------ branches
-    def _assign_role(self, branch: Hashable) -> str:
-        """The role of a branch starting a generation. Automatic branches: the first to start in a run is
-        ``cond``, the others ``uncond``; a run starts when a branch restarts or another one moved past step 0."""
-        if not is_auto_branch(branch):
-            return branch_role(branch)
-        members = self._auto_round
-        if members and branch not in members and all(self._last_step(m) == 0 for m in members):
-            members.append(branch)
-            return "uncond"
-        self._auto_round = [branch]
-        return "cond"
-
-    def _last_step(self, branch: Hashable) -> int:
-        state = self.branch_state(branch)
-        return -1 if state is None else state.last_step
-
     # ------------------------------------------------------------------ the call
     def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         state = self.state(ctx)
-        if state.role is None:
-            state.role = self._assign_role(ctx.branch)
+        if state.role is None:  # the first call of the generation: the role the step clock gave the branch
+            state.role = ctx.role
             if self.resolved.calibrate:
                 self._start_calibration(ctx.branch, state.role)
         out: BlockOutput | FinalOutput
@@ -578,7 +548,6 @@ class MagCache(CacheMiddleware[_MagState]):
             out = self._calibration_step(ctx, state, call_next)
         else:
             out = self._cached_step(ctx, state, call_next)
-        state.last_step = ctx.step
         return out
 
     def _cached_step(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:

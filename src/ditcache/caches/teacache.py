@@ -33,7 +33,7 @@ from torch import nn
 
 from ditcache.caches.reuse import ForecastSettings, StepReuse
 from ditcache.core._compile import eager
-from ditcache.core.branch import is_auto_branch
+from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
@@ -124,10 +124,11 @@ class TeaCacheConfig:
     """Explicit polynomial ``[c4, c3, c2, c1, c0]``, overriding the preset's."""
     profile: str | None = attrs.field(default=None, converter=_c_profile, validator=_check_profile)
     """Name or path of a calibrated ``"teacache"`` profile (``ditcache calibrate``; see ``ditcache.profiles``). It
-    gives the coefficients, one polynomial per CFG branch when the profile has per-branch fits (branches named
-    ``uncond*``/``negative*`` use the ``uncond`` fit, other named branches the ``cond`` fit, unnamed ones the
-    pooled fit), and the indicator they were fitted on. Exclusive with ``coefficients``; with ``model`` the preset
-    still gives the warm-up and last-step settings. Loaded when the cache is applied."""
+    gives the coefficients, one polynomial per CFG branch when the profile has per-branch fits (each branch uses
+    the fit of its role ``ctx.role``: named branches by name, ``uncond*``/``negative*`` the ``uncond`` fit,
+    unnamed ones by their order in the run, as calibration assigned them), and the indicator they were fitted on.
+    Exclusive with ``coefficients``; with ``model`` the preset still gives the warm-up and last-step settings.
+    Loaded when the cache is applied."""
     indicator: str | None = attrs.field(default=None, validator=_opt_str)
     """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
     num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
@@ -291,13 +292,9 @@ def profile_coefficients(
 
 
 def branch_coefficient_role(branch: Hashable) -> str | None:
-    """Which per-branch fit a branch uses: ``"uncond"`` for names starting with ``uncond`` or ``negative``,
-    ``"cond"`` for other names, None (the pooled fit) for automatic branches nobody named."""
-    if is_auto_branch(branch):
-        return None
-    if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
-        return "uncond"
-    return "cond"
+    """The per-branch fit a branch's *name* selects, None for an automatic branch (kept for callers of the old
+    name; :func:`ditcache.core.branch.named_role` is the rule, and the cache itself reads ``ctx.role``)."""
+    return named_role(branch)
 
 
 @attrs.frozen
@@ -342,7 +339,6 @@ class TeaCache(CacheMiddleware[_TeaState]):
     """The TeaCache middleware. Create it with :func:`apply_teacache_hook`."""
 
     name = "teacache"
-    order = 0
     level = "step"
 
     def __init__(self, config: TeaCacheConfig, resolved: ResolvedTeaCache) -> None:
@@ -378,7 +374,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
         if forced or state.previous_indicator is None:
             return False, 0.0, None
         distance = rel_l1(indicator, state.previous_indicator)
-        role = branch_coefficient_role(ctx.branch) if r.branch_coefficients else None
+        role = ctx.role if r.branch_coefficients else None
         accumulated = state.accumulated + r.rescale(distance, role)
         skip = accumulated < r.thresh and (
             r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips

@@ -10,8 +10,12 @@ A cache middleware sees the context of one transformer call and decides, in the 
 
 It returns the blocks' output ``(hidden_states, encoder_hidden_states)``; the runtime applies the postprocess.
 
-State is kept per CFG branch and per generation: :meth:`CacheMiddleware.state` returns a fresh state object the
-first time a branch is seen in a generation, so nothing leaks between cond and uncond calls or between runs.
+State is kept in one slot per CFG branch: ``(generation, state, stats)``. The step clock
+(:mod:`ditcache.core.clock`) announces when a branch's generation starts and ends; a start opens a fresh slot, an end
+moves its stats to :attr:`CacheMiddleware.history` and drops its state. A cache never detects a generation itself,
+so nothing leaks between cond and uncond calls or between runs. It reads the branch's role from ``ctx.role``.
+
+Where a cache sits in the stack follows from its :attr:`~CacheMiddleware.level` alone (:func:`insertion_index`).
 """
 
 from __future__ import annotations
@@ -19,16 +23,25 @@ from __future__ import annotations
 import abc
 import logging
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
 from torch import nn
 
+from ditcache.core.branch import Role
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.log import get_logger
 
-__all__ = ["CacheMiddleware", "CallNextBlocks", "FinalOutput", "GenerationStats", "StepDecision"]
+__all__ = [
+    "LEVELS",
+    "CacheMiddleware",
+    "CallNextBlocks",
+    "FinalOutput",
+    "GenerationStats",
+    "StepDecision",
+    "insertion_index",
+]
 
 CallNextBlocks = Callable[[CacheContext], BlockOutput]
 """Runs the rest of the cache stack (and finally the blocks) for a context."""
@@ -91,24 +104,58 @@ class GenerationStats:
         }
 
 
+LEVELS: tuple[str | None, ...] = ("step", None, "block")
+"""The levels a cache can have, outermost first (see :func:`insertion_index`)."""
+
+
+def insertion_index(stack: Sequence[CacheMiddleware[Any]], cache: CacheMiddleware[Any]) -> int:
+    """Where ``cache`` goes in ``stack`` (outermost first): the one rule that orders a module's caches.
+
+    Caches are grouped by :attr:`~CacheMiddleware.level`, in the order of :data:`LEVELS`:
+
+    1. ``"step"`` caches (TeaCache, MagCache) outermost: they decide whether a step runs at all, so they must see
+       every call and may return the model's output (:class:`FinalOutput`);
+    2. caches without a level (observers such as the calibration recorder) next: they see every step that runs,
+       with the whole block stack;
+    3. ``"block"`` caches (DBCache) innermost: they narrow the block stack inside the steps that run.
+
+    Within a group, caches keep the order they were applied in (the new one goes last).
+    """
+    rank = LEVELS.index(cache.level)
+    for i, existing in enumerate(stack):
+        if LEVELS.index(existing.level) > rank:
+            return i
+    return len(stack)
+
+
+@attrs.define
+class _Slot(Generic[S]):
+    """One branch's current generation: its number, its role, the cache's state (made on first use), its stats."""
+
+    generation: int
+    role: Role
+    stats: GenerationStats
+    state: S | None = None
+
+
 class CacheMiddleware(abc.ABC, Generic[S]):
     """Base class of cache middlewares (TeaCache, MagCache, DBCache, ...).
 
-    Subclasses set :attr:`name`, implement :meth:`new_state` and :meth:`process`, and call :meth:`record` once per
-    call with their decision. :attr:`order` places step-level caches (0) outside block-level ones (10).
+    Subclasses set :attr:`name` and :attr:`level`, implement :meth:`new_state` and :meth:`process`, and call
+    :meth:`record` once per call with their decision. Two caches are the same object or different ones (identity);
+    :meth:`same_settings` says whether applying the second would change anything.
     """
 
     name: ClassVar[str] = "cache"
-    order: ClassVar[int] = 0
     level: ClassVar[str | None] = None
-    """Caches of the same level are mutually exclusive on one module: ``"step"`` caches (TeaCache, MagCache) decide
-    whole-step reuse, ``"block"`` caches (DBCache) act inside the steps that run. None: no restriction."""
+    """Where the cache sits (:func:`insertion_index`). Caches of the same level are also mutually exclusive on one
+    module: ``"step"`` caches (TeaCache, MagCache) decide whole-step reuse, ``"block"`` caches (DBCache) act inside
+    the steps that run. None: an observer, no restriction."""
     history_size: ClassVar[int] = 64
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self._states: dict[Hashable, tuple[int, S]] = {}
-        self._current: dict[Hashable, GenerationStats] = {}
+        self._slots: dict[Hashable, _Slot[S]] = {}
         self.history: deque[GenerationStats] = deque(maxlen=self.history_size)
 
     # ------------------------------------------------------------------ hooks for subclasses
@@ -124,44 +171,50 @@ class CacheMiddleware(abc.ABC, Generic[S]):
     def bind(self, module: nn.Module, num_blocks: int) -> None:
         """Called when applied to a module, with its block count; raise ValueError for an impossible setup."""
 
-    # ------------------------------------------------------------------ state
-    def state(self, ctx: CacheContext) -> S:
-        """The state of ``ctx.branch`` for the current generation (fresh on a new generation)."""
-        entry = self._states.get(ctx.branch)
-        if entry is None or entry[0] != ctx.generation:
-            if entry is not None:
-                self._finish(ctx.branch)
-            state = self.new_state()
-            self._states[ctx.branch] = (ctx.generation, state)
-            return state
-        return entry[1]
+    # ------------------------------------------------------------------ generation boundaries (from the clock)
+    def generation_started(self, branch: Hashable, generation: int, role: Role) -> None:
+        """Open a fresh slot for ``branch`` (called by the step clock; see :mod:`ditcache.core.clock`)."""
+        self._finish(branch)
+        self._slots[branch] = _Slot(generation, role, GenerationStats(self.name, branch, generation))
 
-    def branch_state(self, branch: Hashable) -> S | None:
-        """The current state of another ``branch`` (None if it has none), e.g. to order branches."""
-        entry = self._states.get(branch)
-        return None if entry is None else entry[1]
+    def generation_ended(self, branch: Hashable, generation: int) -> None:
+        """Close ``branch``'s slot: its stats go to :attr:`history`, its state is dropped (called by the clock)."""
+        slot = self._slots.get(branch)
+        if slot is not None and slot.generation == generation:
+            self._finish(branch)
+
+    # ------------------------------------------------------------------ state
+    def _slot(self, ctx: CacheContext) -> _Slot[S]:
+        slot = self._slots.get(ctx.branch)
+        if slot is None:
+            # No announcement for this branch since the last reset() (a reset by hand mid-generation): open the
+            # slot now for the context's generation. Boundaries themselves only ever come from the clock.
+            self.generation_started(ctx.branch, ctx.generation, ctx.role)
+            return self._slots[ctx.branch]
+        if slot.generation != ctx.generation:
+            raise RuntimeError(
+                f"cache {self.name!r}: branch {ctx.branch!r} is in generation {ctx.generation}, but this cache "
+                f"was told generation {slot.generation}; a cache object serves one module, apply a new one to "
+                "each module"
+            )
+        return slot
+
+    def state(self, ctx: CacheContext) -> S:
+        """The state of ``ctx.branch`` in its current generation (made by :meth:`new_state` on first use)."""
+        slot = self._slot(ctx)
+        if slot.state is None:
+            slot.state = self.new_state()
+        return slot.state
 
     def reset(self) -> None:
-        """Drop every branch's state (the stats of finished generations are kept in :attr:`history`)."""
-        for branch in list(self._current):
+        """Close every branch's slot (the stats of finished generations are kept in :attr:`history`)."""
+        for branch in list(self._slots):
             self._finish(branch)
-        self._states.clear()
-
-    def drop_branch(self, branch: Hashable) -> None:
-        """Forget one branch (the runtime calls this when it evicts an idle automatic branch)."""
-        self._finish(branch)
-        self._states.pop(branch, None)
 
     # ------------------------------------------------------------------ decisions and stats
     def record(self, ctx: CacheContext, computed: bool, **info: Any) -> None:
-        """Record this call's decision; logs a debug event and, at the generation's last step, a summary."""
-        cur = self._current.get(ctx.branch)
-        if cur is None or cur.generation != ctx.generation:
-            if cur is not None:
-                self._finish(ctx.branch)
-            cur = GenerationStats(self.name, ctx.branch, ctx.generation)
-            self._current[ctx.branch] = cur
-        cur.decisions.append(StepDecision(ctx.step, computed, info))
+        """Record this call's decision; logs a debug event (and the clock's end of a generation a summary)."""
+        self._slot(ctx).stats.decisions.append(StepDecision(ctx.step, computed, info))
         if _log.is_enabled_for(logging.DEBUG):
             _log.debug(
                 "cache.decision",
@@ -171,13 +224,12 @@ class CacheMiddleware(abc.ABC, Generic[S]):
                 skipped=not computed,
                 **info,
             )
-        if ctx.is_last_step:
-            self._finish(ctx.branch)
 
     def _finish(self, branch: Hashable) -> None:
-        cur = self._current.pop(branch, None)
-        if cur is None or not cur.decisions:
+        slot = self._slots.pop(branch, None)
+        if slot is None or not slot.stats.decisions:
             return
+        cur = slot.stats
         self.history.append(cur)
         _log.info(
             "cache.generation",
@@ -191,16 +243,13 @@ class CacheMiddleware(abc.ABC, Generic[S]):
 
     def stats(self) -> list[GenerationStats]:
         """Finished generations (oldest first) followed by the ones still running."""
-        return [*self.history, *self._current.values()]
+        return [*self.history, *(s.stats for s in self._slots.values() if s.stats.decisions)]
 
     # ------------------------------------------------------------------ identity
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self is other or bool(self.config == other.config)  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return id(self)
+    def same_settings(self, other: object) -> bool:
+        """Whether ``other`` is a cache of the same class with an equal config (applying it again changes
+        nothing). Caches compare and hash by identity; this is the explicit settings comparison."""
+        return other is self or (type(other) is type(self) and bool(self.config == other.config))  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"

@@ -25,6 +25,9 @@ from typing import Any
 import attrs
 import torch
 
+from ditcache.core.branch import Role
+from ditcache.core.distributed import LOCAL, Reducer
+
 __all__ = ["BlockFn", "BlockOutput", "BlockStack", "CacheContext", "Postprocess"]
 
 BlockOutput = tuple[torch.Tensor, "torch.Tensor | None"]
@@ -94,9 +97,9 @@ def _tensor_desc(x: object) -> str:
 class CacheContext:
     """Everything a cache middleware needs for one transformer forward, produced by a model extractor.
 
-    Extractors fill the first group of fields. The runtime fills the second group (branch, step, step count,
-    generation) before the middleware stack sees the context. Middlewares pass narrowed copies down the stack with
-    :meth:`evolve` (for example new hidden states and a sub-range of blocks).
+    Extractors fill the first group of fields. The runtime fills the second group (branch, role, step, step count,
+    generation, reducer) before the middleware stack sees the context. Middlewares pass narrowed copies down the
+    stack with :meth:`evolve` (for example new hidden states and a sub-range of blocks).
     """
 
     # -- produced by the extractor --------------------------------------------------------------------------
@@ -125,12 +128,18 @@ class CacheContext:
     # -- filled by the runtime --------------------------------------------------------------------------------
     branch: Hashable = "default"
     """The CFG branch this call belongs to; state is kept per branch."""
+    role: Role = "cond"
+    """The branch's CFG role, ``"cond"`` or ``"uncond"`` (:func:`ditcache.core.branch.role_of`, applied by the
+    step clock): which calibrated curve or polynomial the branch uses."""
     step: int = 0
     """Index of this call among the calls of its branch in the current generation."""
     num_steps: int | None = None
     """Number of calls per branch in the generation, when known (``refresh`` or the config)."""
     generation: int = 0
     """Counter that changes whenever a new generation starts for this branch."""
+    reducer: Reducer = LOCAL
+    """Sums partial sums over the ranks sharing this sequence, so every rank decides from the same scalar
+    (:mod:`ditcache.core.distributed`); the identity for one process."""
 
     def evolve(self, **changes: Any) -> CacheContext:
         """A copy with some fields replaced (``attrs.evolve``)."""

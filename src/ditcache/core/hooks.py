@@ -20,9 +20,13 @@ Design points that differ from ``diffusers.hooks``:
   had none) and the registry attribute are deleted. If something else (a diffusers hook, accelerate) wrapped
   ``forward`` on top of ours in the meantime, ours stays in place as a pass-through instead, so the outer wrapper
   keeps working;
+* every other attribute a middleware needs on the module (the cache runtime's diffusers ``cache_context`` bridge) is
+  set through :meth:`HookRegistry.patch_attribute`, recorded beside ``forward`` and undone by the same rebuild: when
+  its owner is removed, or by :meth:`HookRegistry.clear`, which therefore restores the module exactly;
 * ``copy.deepcopy`` of a hooked module gives a copy whose hooks are the copied middlewares, acting on the copy;
-* registering the same name with an equal middleware is a no-op, a different middleware under a taken name is an
-  error, and removing an absent name is a no-op.
+* registering a name again with a middleware of the same settings (:meth:`ForwardHook.same_settings`, or an object
+  with such a method) is a no-op, a different middleware under a taken name is an error, and removing an absent
+  name is a no-op. Middlewares themselves compare and hash by identity.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ __all__ = [
     "HookHandle",
     "HookRegistry",
     "Middleware",
+    "same_settings",
 ]
 
 _REGISTRY_ATTR = "_ditcache_hooks"
@@ -82,8 +87,8 @@ class ForwardHook:
     """The familiar pre-forward / post-forward hook, as a middleware on the same mechanism.
 
     Subclass and override :meth:`pre_forward` and/or :meth:`post_forward`; register an instance like any other
-    middleware. Two hooks are equal when they are of the same class and their :attr:`config` is equal, which is
-    what makes re-registering an equal hook a no-op.
+    middleware. Hooks compare and hash by identity; :meth:`same_settings` (same class, equal non-None
+    :attr:`config`) is what makes re-registering an equivalent hook under the same name a no-op.
     """
 
     config: Any = None
@@ -104,13 +109,33 @@ class ForwardHook:
             call = call.replace(args=args, kwargs=kwargs)
         return self.post_forward(call.module, call_next(call))
 
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self is other or (self.config is not None and self.config == other.config)  # type: ignore[attr-defined]
+    def same_settings(self, other: object) -> bool:
+        """Whether ``other`` is this hook, or a hook of the same class with an equal, non-None :attr:`config`."""
+        if other is self:
+            return True
+        return type(other) is type(self) and self.config is not None and bool(self.config == other.config)  # type: ignore[attr-defined]
 
-    def __hash__(self) -> int:
-        return id(self)
+
+def same_settings(existing: object, new: object) -> bool:
+    """Whether registering ``new`` where ``existing`` is would change nothing: the same object, or ``existing``
+    has a ``same_settings`` method that says so (:class:`ForwardHook`, the caches). Plain functions: identity."""
+    if existing is new:
+        return True
+    method = getattr(existing, "same_settings", None)
+    return callable(method) and bool(method(new))
+
+
+class _Patch:
+    """One attribute set on the module by :meth:`HookRegistry.patch_attribute`, and what it replaced."""
+
+    __slots__ = ("had", "name", "owner", "previous", "value")
+
+    def __init__(self, name: str, value: Any, owner: str | None, had: bool, previous: Any) -> None:
+        self.name = name
+        self.value = value
+        self.owner = owner
+        self.had = had
+        self.previous = previous
 
 
 class HookConflictError(ValueError):
@@ -190,6 +215,8 @@ class HookRegistry:
         # The instance attribute ``forward`` the module had when we installed ours (usually none).
         self._had_instance_forward = False
         self._previous_forward: Any = None
+        # Other instance attributes set through patch_attribute, oldest first.
+        self._patches: list[_Patch] = []
         self._chain: Callable[[ForwardCall], Any] = self._terminal
 
     # ------------------------------------------------------------------ lookup
@@ -255,7 +282,7 @@ class HookRegistry:
             return live.register(name, middleware, index=index)
         existing = self.get_middleware(name)
         if existing is not None:
-            if existing is middleware or existing == middleware:
+            if same_settings(existing, middleware):
                 return HookHandle(self.module, name, existing, added=False)
             raise HookConflictError(
                 f"name: {name!r} is already registered on {type(self.module).__name__} with a different "
@@ -282,10 +309,65 @@ class HookRegistry:
         return None
 
     def clear(self) -> None:
-        """Remove every middleware; the module is restored exactly."""
+        """Remove every middleware and undo every patched attribute; the module is restored exactly."""
         live = self._live()
         live._entries.clear()
         live._rebuild()
+
+    def patch_attribute(self, name: str, value: Any, *, owner: str | None = None) -> None:
+        """Set the instance attribute ``name`` of the module to ``value``, recorded so that it is undone exactly.
+
+        The patch is undone (the attribute the instance had before comes back, or the instance attribute is
+        deleted) by the same rebuild that restores ``forward``: when the middleware named ``owner`` is removed
+        (``owner=None``: when the last middleware is), by :meth:`clear`, or by :meth:`restore_attribute`. If
+        something else replaced the attribute in the meantime, theirs is left in place. The registry must hold a
+        middleware (the owner, when given), so that the patch is never left without a record on the module.
+        Patching a name again replaces the value and keeps the original to restore.
+        """
+        live = self._live()
+        if live is not self:
+            live.patch_attribute(name, value, owner=owner)
+            return
+        if not isinstance(name, str) or not name.isidentifier() or name in ("forward", _REGISTRY_ATTR):
+            raise ValueError(
+                f"name: expected an attribute name other than 'forward' and {_REGISTRY_ATTR!r}, got {name!r}"
+            )
+        if owner is not None and owner not in self:
+            raise ValueError(f"owner: {owner!r} is not registered on {type(self.module).__name__}: {self.names()}")
+        if not self._entries:
+            raise ValueError(f"patch_attribute: nothing is registered on {type(self.module).__name__}; register first")
+        md = self.module.__dict__
+        for patch in self._patches:
+            if patch.name == name and md.get(name) is patch.value:
+                patch.value, patch.owner = value, owner
+                md[name] = value
+                return
+        self._patches.append(_Patch(name, value, owner, name in md, md.get(name)))
+        md[name] = value
+
+    def patched_attribute(self, name: str) -> Any:
+        """The value this registry set for ``name`` and that is still in place, or None."""
+        md = self.module.__dict__
+        for patch in self._live()._patches:
+            if patch.name == name and md.get(name) is patch.value:
+                return patch.value
+        return None
+
+    def restore_attribute(self, name: str) -> None:
+        """Undo the patch of ``name`` now; a no-op if there is none."""
+        live = self._live()
+        live._undo([p for p in live._patches if p.name == name])
+
+    def _undo(self, patches: list[_Patch]) -> None:
+        md = self.module.__dict__
+        for patch in reversed(patches):
+            self._patches.remove(patch)
+            if md.get(patch.name) is not patch.value:
+                continue  # replaced by someone else since: theirs stays
+            if patch.had:
+                md[patch.name] = patch.previous
+            else:
+                del md[patch.name]
 
     # ----------------------------------------------------------------- runtime
     def _terminal(self, call: ForwardCall) -> Any:
@@ -308,8 +390,11 @@ class HookRegistry:
         return chain
 
     def _rebuild(self) -> None:
-        """Rebuild the call chain from the ordered list and (un)install the hooked forward."""
+        """Rebuild the call chain from the ordered list, undo the patches whose owner left, (un)install the hooked
+        forward."""
         self._chain = self._build_chain()
+        names = {n for n, _ in self._entries}
+        self._undo([p for p in self._patches if not names or (p.owner is not None and p.owner not in names)])
         module = self.module
         md = module.__dict__
         if self._entries:
@@ -367,13 +452,3 @@ def _link(middleware: Middleware, call_next: Callable[[ForwardCall], Any]) -> Ca
         return middleware(call, call_next)
 
     return step
-
-
-def hooked_modules(root: nn.Module) -> list[tuple[str, HookRegistry]]:
-    """Every (qualified name, registry) in the module tree under ``root`` that has middlewares."""
-    out = []
-    for qual, mod in root.named_modules():
-        reg = HookRegistry.get(mod)
-        if reg is not None:
-            out.append((qual, reg))
-    return out

@@ -5,8 +5,9 @@
 
 1. asks the model's extractor for a :class:`~ditcache.core.context.CacheContext` (inside the extractor's scope, e.g.
    LoRA scaling) and validates it;
-2. stamps it with the CFG branch, the step index within the branch's generation, the step count and the
-   generation counter (:class:`StepClock`);
+2. stamps it with the CFG branch, its role, the step index within the branch's generation, the step count, the
+   generation counter (:class:`~ditcache.core.clock.StepClock`, which also announces generation boundaries to the
+   caches) and the reducer that makes decisions agree across ranks (:mod:`ditcache.core.distributed`);
 3. runs the ordered stack of cache middlewares; the innermost step runs the blocks;
 4. applies the postprocess to the blocks' output and returns the model's result.
 
@@ -17,117 +18,35 @@ to attach and manage caches; the per-cache entry points (``apply_teacache_hook``
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import attrs
 import torch
 from torch import nn
 
 from ditcache.core._compile import eager
 from ditcache.core.branch import auto_branch, current_branch
-from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats
+from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, insertion_index
+from ditcache.core.clock import StepClock
 from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.distributed import LOCAL, Reducer
 from ditcache.core.extractor import Extractor, get_extractor
-from ditcache.core.hooks import CallNext, ForwardCall, HookHandle, HookRegistry
+from ditcache.core.hooks import CallNext, ForwardCall, HookRegistry
 from ditcache.core.log import get_logger
 
 __all__ = [
     "RUNTIME_NAME",
     "CacheRuntime",
-    "StepClock",
     "apply_cache",
     "cache_stats",
     "get_cache_runtime",
     "refresh",
     "remove_cache",
+    "set_reducer",
 ]
 
 RUNTIME_NAME = "ditcache.cache"
 _log = get_logger("ditcache.core.runtime")
-
-
-@attrs.define
-class _BranchClock:
-    step: int = -1
-    generation: int = 0
-    last_t: float | None = None
-    direction: int = 0  # +1 / -1 once two timesteps were seen, 0 before
-    signature: tuple[Any, ...] = ()
-    epoch: int = 0
-
-
-class StepClock:
-    """Tracks, per CFG branch, the step index within the current generation and detects new generations.
-
-    A call starts a new generation for its branch when: the branch is new; :meth:`refresh` was called since its
-    last call; the known step count was reached; the timestep moved against the direction of the previous steps
-    or repeated (a new denoising run, also after an exception mid-run); or the hidden states changed shape, dtype
-    or device (a new resolution, ``.to()``).
-    """
-
-    max_branches = 16
-
-    def __init__(self) -> None:
-        self._clocks: OrderedDict[Hashable, _BranchClock] = OrderedDict()
-        self._generation = 0
-        self._epoch = 0
-        self.num_steps: int | None = None
-
-    def refresh(self, num_steps: int | None) -> None:
-        """Start a new generation for every branch at its next call, with ``num_steps`` calls per branch.
-
-        ``None`` keeps the step count already known (from the config or an earlier refresh).
-        """
-        self._epoch += 1
-        if num_steps is not None:
-            self.num_steps = num_steps
-
-    def branches(self) -> list[Hashable]:
-        """The branches seen, least recently used first."""
-        return list(self._clocks)
-
-    def advance(
-        self,
-        branch: Hashable,
-        timestep: float | None,
-        signature: tuple[Any, ...],
-        step_hint: int | None = None,
-    ) -> tuple[int, int, Hashable | None]:
-        """Account for one call; returns ``(step, generation, evicted_branch)``."""
-        evicted: Hashable | None = None
-        clk = self._clocks.get(branch)
-        if clk is None:
-            clk = _BranchClock(epoch=self._epoch)
-            self._clocks[branch] = clk
-            if len(self._clocks) > self.max_branches:
-                evicted, _ = self._clocks.popitem(last=False)
-            new = True
-        else:
-            self._clocks.move_to_end(branch)
-            new = clk.epoch != self._epoch or clk.signature != signature
-            if step_hint is not None:  # the caller says where the loop is: trust it
-                new = new or step_hint == 0 or step_hint <= clk.step
-            else:
-                new = new or (self.num_steps is not None and clk.step + 1 >= self.num_steps)
-                if not new and timestep is not None and clk.last_t is not None:
-                    delta = timestep - clk.last_t
-                    if delta == 0 or (clk.direction != 0 and (delta > 0) != (clk.direction > 0)):
-                        new = True
-                    elif clk.direction == 0:
-                        clk.direction = 1 if delta > 0 else -1
-        if new:
-            self._generation += 1
-            clk.generation = self._generation
-            clk.step = 0 if step_hint is None else step_hint
-            clk.direction = 0
-            clk.epoch = self._epoch
-            clk.signature = signature
-        else:
-            clk.step = clk.step + 1 if step_hint is None else step_hint
-        clk.last_t = timestep
-        return clk.step, clk.generation, evicted
 
 
 def _scalar(t: torch.Tensor | float | None) -> float | None:
@@ -166,12 +85,11 @@ class CacheRuntime:
     def __init__(self, module: nn.Module, extractor: Extractor) -> None:
         self.module = module
         self.extractor = extractor
-        self.clock = StepClock()
-        self.enabled = True
-        self.external_context: tuple[str, dict[str, Any]] | None = None
         self._middlewares: list[CacheMiddleware[Any]] = []
+        self.clock = StepClock(self._middlewares)  # announces generation boundaries to the caches
+        self.external_context: tuple[str, dict[str, Any]] | None = None
+        self.reducer: Reducer = LOCAL
         self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
-        self._bridged = False
 
     # ------------------------------------------------------------------ stack management
     @property
@@ -187,10 +105,11 @@ class CacheRuntime:
         return None
 
     def add(self, middleware: CacheMiddleware[Any]) -> bool:
-        """Insert by :attr:`~CacheMiddleware.order` (stable); False if an equal one is already there."""
+        """Insert where :func:`~ditcache.core.cache.insertion_index` says; False if one with the same settings
+        (:meth:`~ditcache.core.cache.CacheMiddleware.same_settings`) is already there."""
         existing = self.get(middleware.name)
         if existing is not None:
-            if existing == middleware:
+            if existing.same_settings(middleware):
                 return False
             raise ValueError(
                 f"cache: a {middleware.name!r} cache with a different config is already applied to "
@@ -207,12 +126,7 @@ class CacheRuntime:
                         f"{mw.name!r} first"
                     )
         middleware.bind(self.module, len(self.extractor.block_modules(self.module)))
-        pos = len(self._middlewares)
-        for i, mw in enumerate(self._middlewares):
-            if mw.order > middleware.order:
-                pos = i
-                break
-        self._middlewares.insert(pos, middleware)
+        self._middlewares.insert(insertion_index(self._middlewares, middleware), middleware)
         self._rebuild()
         return True
 
@@ -251,13 +165,19 @@ class CacheRuntime:
             mw.reset()
 
     def _sync_bridge(self) -> None:
-        want = bool(self._middlewares) and hasattr(type(self.module), "cache_context")
-        if want and not self._bridged:
-            object.__setattr__(self.module, "cache_context", _CacheContextBridge(self))
-            self._bridged = True
-        elif not want and self._bridged:
-            self.module.__dict__.pop("cache_context", None)
-            self._bridged = False
+        """Install the ``cache_context`` bridge while this runtime is registered and runs caches; remove it
+        otherwise. The registry owns the patch, so clearing the registry also removes the bridge."""
+        reg = HookRegistry.get(self.module)
+        registered = reg is not None and reg.get_middleware(RUNTIME_NAME) is self
+        want = registered and bool(self._middlewares) and hasattr(type(self.module), "cache_context")
+        current = reg.patched_attribute("cache_context") if reg is not None else None
+        bridged = isinstance(current, _CacheContextBridge) and current.runtime is self
+        if want and not bridged:
+            assert reg is not None
+            reg.patch_attribute("cache_context", _CacheContextBridge(self), owner=RUNTIME_NAME)
+        elif not want and bridged:
+            assert reg is not None
+            reg.restore_attribute("cache_context")
 
     # ------------------------------------------------------------------ lifecycle
     def refresh(self, num_inference_steps: int | None = None) -> None:
@@ -276,7 +196,7 @@ class CacheRuntime:
     # compiled blocks run compiled inside this eager region; ``torch.compile(model)`` stays correct.
     @eager
     def __call__(self, call: ForwardCall, call_next: CallNext) -> Any:
-        if not self.enabled or not self._middlewares:
+        if not self._middlewares:
             return call_next(call)
         module = call.module
         with self.extractor.scope(module, call.kwargs) as kwargs:
@@ -288,6 +208,7 @@ class CacheRuntime:
             ctx.validate()
             ctx = self._stamp(ctx)
             result = self._chain(ctx)
+            self.clock.call_done(ctx.branch)
             if isinstance(result, FinalOutput):
                 return result.value
             hidden, encoder = result
@@ -308,17 +229,15 @@ class CacheRuntime:
             branch = auto_branch(ctx.condition)
         h = ctx.hidden_states
         signature = (tuple(h.shape), h.dtype, h.device)
-        step, generation, evicted = self.clock.advance(branch, _scalar(ctx.timestep), signature, step_hint)
-        if evicted is not None:
-            for mw in self._middlewares:
-                mw.drop_branch(evicted)
-        return ctx.evolve(branch=branch, step=step, num_steps=num_steps, generation=generation)
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    def __hash__(self) -> int:
-        return id(self)
+        tick = self.clock.advance(branch, _scalar(ctx.timestep), signature, step_hint)
+        return ctx.evolve(
+            branch=branch,
+            role=tick.role,
+            step=tick.step,
+            num_steps=num_steps,
+            generation=tick.generation,
+            reducer=self.reducer,
+        )
 
     def __repr__(self) -> str:
         return f"CacheRuntime({self.extractor.name}, {[mw.name for mw in self._middlewares]})"
@@ -403,6 +322,7 @@ def _apply(module: nn.Module, middleware: M, extractor: Extractor | str | None) 
         runtime = CacheRuntime(module, _resolve_extractor(module, extractor))
         runtime.add(middleware)  # raises before anything is installed
         HookRegistry.get_or_create(module).register(RUNTIME_NAME, runtime)
+        runtime._sync_bridge()
         return middleware
     if extractor is not None and _resolve_extractor(module, extractor) is not runtime.extractor:
         raise ValueError(
@@ -453,9 +373,13 @@ def cache_stats(module: nn.Module) -> dict[str, list[GenerationStats]]:
     return {mw.name: mw.stats() for mw in runtime.middlewares}
 
 
-def cache_handle(module: nn.Module) -> HookHandle | None:
-    """A handle removing the whole cache runtime (every cache) from ``module``."""
-    reg = HookRegistry.get(module)
-    if reg is None or RUNTIME_NAME not in reg:
-        return None
-    return HookHandle(module, RUNTIME_NAME, reg.get_middleware(RUNTIME_NAME), added=True)  # type: ignore[arg-type]
+def set_reducer(module: nn.Module, reducer: Reducer) -> None:
+    """Make the caches of ``module`` reduce their decision scalars with ``reducer`` (put on every context as
+    ``ctx.reducer``), e.g. ``ProcessGroupReducer(sp_group)`` under sequence parallelism so every rank decides
+    alike. Call it on every rank after applying the caches; ``LOCAL`` restores the default."""
+    runtime = get_cache_runtime(module)
+    if runtime is None:
+        raise ValueError(f"module: no cache is applied to {type(module).__name__}; apply one first")
+    if not isinstance(reducer, Reducer):
+        raise TypeError(f"reducer: expected a Reducer (sum(tensor) and is_local), got {type(reducer).__name__}")
+    runtime.reducer = reducer

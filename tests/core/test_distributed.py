@@ -1,0 +1,99 @@
+"""The distributed seam (ditcache.core.distributed): every rank decides from the full-sequence value.
+
+Proves: the local reducer is the identity and its ``rel_l1`` is ``core.metrics.rel_l1`` bit for bit; the runtime
+puts the module's reducer on every context; and, in two real gloo processes on loopback, a
+``ProcessGroupReducer`` gives both ranks the sum of opposite local values and the same full-sequence ``rel_l1``
+although their local slices disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import ditcache
+from _support.flux import denoise, make_flux, make_inputs
+from _support.ranks import rank_main
+from ditcache.core import metrics
+from ditcache.core.cache import CacheMiddleware
+from ditcache.core.distributed import LOCAL, LocalReducer, ProcessGroupReducer, Reducer, rel_l1
+
+
+def test_local_reducer_is_the_identity_and_rel_l1_matches_metrics() -> None:
+    x = torch.randn(3, 7)
+    assert LOCAL.sum(x) is x and LOCAL.is_local and isinstance(LOCAL, Reducer)
+    prev, cur = torch.randn(2, 16, 8), torch.randn(2, 16, 8)
+    assert rel_l1(cur, prev) == metrics.rel_l1(cur, prev)
+    assert rel_l1(cur, prev, LocalReducer()) == metrics.rel_l1(cur, prev)
+
+
+class Spy(CacheMiddleware[None]):
+    name = "spy"
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.reducers: list[Any] = []
+
+    def new_state(self) -> None:
+        return None
+
+    def process(self, ctx: Any, call_next: Any) -> Any:
+        self.reducers.append(ctx.reducer)
+        return call_next(ctx)
+
+
+class Doubling:
+    """A fake two-rank group where the other rank holds the same values."""
+
+    is_local = False
+
+    def sum(self, partial: torch.Tensor) -> torch.Tensor:
+        return partial * 2
+
+
+def test_the_runtime_stamps_the_modules_reducer_on_every_context() -> None:
+    model = make_flux()
+    spy = ditcache.apply_cache(model, Spy())
+    denoise(model, 2, inputs=make_inputs(model))
+    assert spy.reducers == [LOCAL, LOCAL]
+    reducer = Doubling()
+    ditcache.core.set_reducer(model, reducer)
+    denoise(model, 2, inputs=make_inputs(model))
+    assert spy.reducers[2:] == [reducer, reducer]
+    with pytest.raises(TypeError, match="reducer: expected a Reducer"):
+        ditcache.core.set_reducer(model, object())  # type: ignore[arg-type]
+    ditcache.remove_cache(model)
+    with pytest.raises(ValueError, match="no cache is applied"):
+        ditcache.core.set_reducer(model, LOCAL)
+    # The same sums on both "ranks": the ratio of the doubled sums is the ratio of the sums.
+    prev, cur = torch.randn(4, 5), torch.randn(4, 5)
+    assert math.isclose(rel_l1(cur, prev, reducer), metrics.rel_l1(cur, prev), rel_tol=1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="torch built without gloo")
+def test_process_group_reducer_gives_every_rank_the_sum(tmp_path: Path) -> None:
+    mp.spawn(rank_main, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world_size"] == r1["world_size"] == 2
+    assert r0["local"] != r1["local"]
+    expected = [a + b for a, b in zip(r0["local"], r1["local"], strict=True)]
+    assert r0["total"] == r1["total"] == pytest.approx(expected) == [0.0, 4.0, 1.0]
+    assert r0["local_rel_l1"] > 0 and r1["local_rel_l1"] == 0.0  # the ranks would decide differently alone
+    assert r0["reduced_rel_l1"] == r1["reduced_rel_l1"]  # together they decide alike ...
+    assert r0["reduced_rel_l1"] == pytest.approx(r0["full_rel_l1"], rel=1e-6)  # ... from the full sequence
+    with pytest.raises(RuntimeError, match=r"torch\.distributed is not initialised"):
+        ProcessGroupReducer().sum(torch.ones(2))
