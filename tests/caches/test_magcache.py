@@ -681,6 +681,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"mag_ratios": "1.0"}, r"MagCacheConfig\.mag_ratios: expected a sequence of positive numbers"),
     ({"profile": ""}, r"MagCacheConfig\.profile: expected a profile name, a path or None"),
     ({"calibrate": 1}, r"MagCacheConfig\.calibrate: expected True or False"),
+    ({"forecast": {"order": -1}}, r"MagCacheConfig\.forecast\.order: expected an int >= 0"),
     ({"mag_ratios": [1.0], "profile": "p"}, r"MagCacheConfig\.mag_ratios: give either mag_ratios or profile"),
     ({"calibrate": True, "mag_ratios": [1.0]}, r"MagCacheConfig\.calibrate: .*do not pass mag_ratios or profile"),
 ]
