@@ -234,9 +234,10 @@ def _steps_or_error(num_steps: int | None, fallback: int | None) -> int:
     steps = num_steps if num_steps is not None else fallback
     if steps is None:
         raise ValueError(
-            "num_inference_steps: MagCache needs the number of denoising steps to resample its ratios; pass "
-            "MagCacheConfig(num_inference_steps=...) or call ditcache.refresh(module, num_inference_steps=...) "
-            "before the run"
+            "num_inference_steps: MagCache needs the number of denoising steps to resample its ratios, and none is "
+            "known (no MagCacheConfig(num_inference_steps=...), no earlier ditcache.refresh, and the pipeline passed "
+            "none through cache_context); call ditcache.refresh(model, num_inference_steps=...) before the run, or "
+            "pass MagCacheConfig(num_inference_steps=...). Nothing was computed or cached."
         )
     check_int(steps, "num_inference_steps", 1)
     return steps
