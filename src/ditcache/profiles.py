@@ -36,6 +36,8 @@ from typing import Any
 
 import attrs
 
+from ditcache.core.validators import Rule, non_empty_str, one_of, optional
+
 __all__ = [
     "PROFILE_DIR_ENV",
     "PROFILE_KINDS",
@@ -71,19 +73,14 @@ class ProfileNotFoundError(ProfileError, FileNotFoundError):
     """No profile file exists at the given path or under the given name."""
 
 
-def _check_kind(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in PROFILE_KINDS:
-        raise ProfileError(f"Profile.kind: expected one of {list(PROFILE_KINDS)}, got {value!r}")
-
-
-def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise ProfileError(f"Profile.model: expected a non-empty string or None, got {value!r}")
-
-
-def _check_mapping(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise ProfileError(f"Profile.{attribute.name}: expected a dict with string keys, got {type(value).__name__}")
+_check_kind = attrs.evolve(one_of(PROFILE_KINDS), error=ProfileError)
+_check_model = attrs.evolve(optional(non_empty_str), error=ProfileError)
+_check_mapping = Rule(
+    lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+    "a dict with string keys",
+    ProfileError,
+    message=lambda where, v: f"{where}: expected a dict with string keys, got {type(v).__name__}",
+)
 
 
 def _as_dict(value: Any) -> Any:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import ditcache
-from _support.flux import denoise, make_flux, make_inputs
+from _support.flux import count_block_calls, denoise, make_flux, make_inputs
 from ditcache.caches.dbcache import DBCache, DBCacheConfig, apply_dbcache_hook
 from ditcache.caches.step_masks import (
     SCM_PRESETS,
@@ -332,11 +332,29 @@ def test_never_hitting_settings_equal_the_uncached_model_exactly(
     assert cache.stats()[-1].computed_steps == list(range(STEPS))
 
 
-def test_fn_plus_bn_equal_to_the_block_count_is_exact(flux: Any, inputs: Any, baseline: torch.Tensor) -> None:
-    # Empty middle: a cached step adds a zero residual, so even "always cache" reproduces the model exactly.
-    ours, cache = run_ours(flux, inputs, _cfg(fn_compute_blocks=4, bn_compute_blocks=2, residual_diff_threshold=1.0))
-    assert _skipped(cache) == list(range(4, STEPS))
-    assert torch.equal(ours, baseline)
+@pytest.mark.parametrize(("fn", "bn"), [(4, 2), (6, 0), (1, 5)])
+def test_fn_plus_bn_equal_to_the_block_count_is_refused_at_apply_time(flux: Any, fn: int, bn: int) -> None:
+    # Issue 10 item 17: no middle block is left to cache, so every step would run every block while the stats
+    # reported the cached steps as skipped. It was accepted before.
+    model = copy.deepcopy(flux)
+    with pytest.raises(ValueError, match=rf"{fn} \+ {bn} = 6 covers all 6 blocks .* no block is left to cache"):
+        apply_dbcache_hook(model, DBCacheConfig(fn_compute_blocks=fn, bn_compute_blocks=bn))
+    assert HookRegistry.get(model) is None
+    assert "forward" not in model.__dict__
+
+
+def test_a_step_is_reported_cached_only_when_blocks_were_skipped(flux: Any, inputs: Any) -> None:
+    # The block executions add up to what the stats claim: every cached step ran only the Fn + Bn blocks (item 17).
+    model = copy.deepcopy(flux)
+    fn, bn = 4, 1
+    cache = apply_dbcache_hook(model, _cfg(fn_compute_blocks=fn, bn_compute_blocks=bn, residual_diff_threshold=1.0))
+    total = len(model.transformer_blocks) + len(model.single_transformer_blocks)
+    with count_block_calls(model) as counts:
+        denoise(model, STEPS, inputs=inputs)
+    stats = cache.stats()[-1]
+    computed, skipped = len(stats.computed_steps), len(stats.skipped_steps)
+    assert computed + skipped == STEPS and skipped > 0
+    assert sum(counts) == computed * total + skipped * (fn + bn)
 
 
 @pytest.mark.parametrize(("fn", "bn"), [(7, 0), (5, 2), (1, 6), (8, 0)])
@@ -349,6 +367,8 @@ def test_fn_plus_bn_over_the_block_count_is_refused_at_apply_time(flux: Any, fn:
 
 
 def test_default_config_is_refused_on_a_six_block_model(flux: Any) -> None:
+    with pytest.raises(ValueError, match="6 \\+ 0 = 6 covers all 6 blocks of FluxTransformer2DModel"):
+        apply_dbcache_hook(copy.deepcopy(flux), {"Fn_compute_blocks": 6})
     with pytest.raises(ValueError, match="8 \\+ 0 = 8 exceeds the 6 blocks of FluxTransformer2DModel"):
         apply_dbcache_hook(copy.deepcopy(flux), None)
 
@@ -482,8 +502,8 @@ def test_stacks_inside_teacache_and_applies_idempotently(flux: Any, inputs: Any)
         ("residual_diff_threshold", "0.1"),
         ("max_warmup_steps", -1),
         ("warmup_interval", 0),
-        ("max_cached_steps", -1),
-        ("max_continuous_cached_steps", -1),
+        ("max_cached_steps", -2),  # -1 is cache-dit's "no limit"
+        ("max_continuous_cached_steps", -2),
         ("max_accumulated_residual_diff_threshold", 0.0),
         ("max_accumulated_residual_diff_threshold", float("nan")),
         ("steps_computation_mask", "turbo"),
@@ -513,8 +533,8 @@ def test_config_error_lists_allowed_values() -> None:
 
 
 def test_from_dict_refuses_unknown_keys_and_normalises_masks() -> None:
-    with pytest.raises(ValueError, match=r"unknown setting.*Fn_compute_blocks.*allowed settings"):
-        DBCacheConfig.from_dict({"Fn_compute_blocks": 1})
+    with pytest.raises(ValueError, match=r"unknown setting.*Fn_compute_block.*allowed settings"):
+        DBCacheConfig.from_dict({"Fn_compute_block": 1})
     cfg = DBCacheConfig.from_dict({"fn_compute_blocks": 2, "steps_computation_mask": [1, 1, 0, 1]})
     assert cfg == DBCacheConfig(fn_compute_blocks=2, steps_computation_mask=(1, 1, 0, 1))
     assert DBCacheConfig(steps_computation_mask="1101").steps_computation_mask == (1, 1, 0, 1)
@@ -571,3 +591,53 @@ def test_mask_helpers_validate_their_inputs() -> None:
     assert resolve_mask("ultra", 20) == preset_mask("ultra", 20)
     assert resolve_mask((1, 0), None) == (1, 0)
     assert leading_compute_steps((1, 1, 0, 1)) == 2
+
+
+# ------------------------------------------------------------------------------------------------ cache-dit spellings
+def test_cache_dit_spellings_are_accepted_as_aliases() -> None:
+    # Issue 10: cache-dit / vLLM-Omni users type Fn_compute_blocks, Bn_compute_blocks and -1 for "no limit".
+    canonical = DBCacheConfig(fn_compute_blocks=2, bn_compute_blocks=1)
+    assert DBCacheConfig(Fn_compute_blocks=2, Bn_compute_blocks=1) == canonical  # type: ignore[call-arg]
+    assert DBCacheConfig.from_dict({"Fn_compute_blocks": 2, "Bn_compute_blocks": 1}) == canonical
+    unlimited = DBCacheConfig.from_dict({"max_cached_steps": -1, "max_continuous_cached_steps": -1})
+    assert unlimited.max_cached_steps is None and unlimited.max_continuous_cached_steps is None
+    assert unlimited == DBCacheConfig()
+    with pytest.raises(ValueError, match=r"DBCacheConfig\.fn_compute_blocks: given twice"):
+        DBCacheConfig.from_dict({"Fn_compute_blocks": 2, "fn_compute_blocks": 2})
+    with pytest.raises(ValueError, match=r"DBCacheConfig\.fn_compute_blocks: given twice"):
+        DBCacheConfig(Fn_compute_blocks=2, fn_compute_blocks=2)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"DBCacheConfig\.max_cached_steps: expected an int >= 0 or None"):
+        DBCacheConfig(max_cached_steps=-2)
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers() -> None:
+    np = pytest.importorskip("numpy")
+    cfg = DBCacheConfig(
+        fn_compute_blocks=np.int64(2),
+        residual_diff_threshold=np.float32(0.25),
+        max_cached_steps=np.int32(-1),
+        force_last_step=np.bool_(False),
+    )
+    assert cfg == DBCacheConfig(
+        fn_compute_blocks=2, residual_diff_threshold=float(np.float32(0.25)), force_last_step=False
+    )
+    assert type(cfg.fn_compute_blocks) is int and type(cfg.residual_diff_threshold) is float
+    assert type(cfg.force_last_step) is bool
+
+
+def test_nested_forecast_equals_the_flat_spelling_and_uses_the_shared_store(flux: Any, inputs: Any) -> None:
+    from ditcache.caches.reuse import ForecastSettings, ResidualCache
+
+    flat = DBCacheConfig(taylorseer=True, taylorseer_order=2)
+    nested = DBCacheConfig(forecast=ForecastSettings(order=2))
+    assert nested == flat == DBCacheConfig(forecast={"order": 2})
+    assert flat.forecast() == ForecastSettings(order=2, derivative_delay=3)  # cache-dit's delay by default
+    with pytest.raises(ValueError, match=r"DBCacheConfig\.forecast: the flat setting\(s\) \['taylorseer_order'\]"):
+        DBCacheConfig(forecast=ForecastSettings(order=2), taylorseer_order=3, taylorseer=True)
+    with pytest.raises(ValueError, match=r"DBCacheConfig\.forecast\.target: .* expected 'residual'"):
+        DBCacheConfig(forecast={"target": "output"})
+    a, cache_a = run_ours(flux, inputs, _cfg(residual_diff_threshold=0.5, taylorseer=True, taylorseer_order=1))
+    b, cache_b = run_ours(flux, inputs, _cfg(residual_diff_threshold=0.5, forecast=ForecastSettings(order=1)))
+    assert _skipped(cache_a) and _skipped(cache_a) == _skipped(cache_b)
+    assert torch.equal(a, b)
+    assert isinstance(cache_a.new_state().reuse, ResidualCache)

@@ -378,3 +378,33 @@ def test_only_the_outermost_cache_may_return_the_model_output(base: FluxTransfor
         with pytest.raises(TypeError, match="only the outermost cache may return"):
             model(**call)
     assert ditcache.get_cache_runtime(model) is not None and inner in ditcache.get_cache_runtime(model).middlewares
+
+
+# ------------------------------------------------------------------------------------------------ one forecast option
+@pytest.mark.parametrize("config", [TeaCacheConfig, MagCacheConfig], ids=lambda c: c.__name__)
+def test_nested_forecast_is_the_flat_spelling(config: type[Any]) -> None:
+    flat = config(taylorseer=True, taylorseer_order=2, taylorseer_method="newton", taylorseer_target="output")
+    nested = config(forecast=ForecastSettings(order=2, method="newton", target="output"))
+    assert nested == flat == config(forecast={"order": 2, "method": "newton", "target": "output"})
+    assert nested.taylorseer and nested.taylorseer_order == 2 and nested.taylorseer_target == "output"
+    assert config.from_dict({"forecast": {"order": 2, "method": "newton", "target": "output"}}) == flat
+    import attrs
+
+    assert config.from_dict(attrs.asdict(flat)) == flat  # asdict output round-trips
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.forecast\.method: expected one of"):
+        config(forecast={"method": "euler"})
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.forecast: unknown setting\(s\) \[.ordr.\].*closest"):
+        config(forecast={"ordr": 2})
+    with pytest.raises(TypeError, match=rf"^{config.__name__}\.forecast: expected a ForecastSettings"):
+        config(forecast=2)
+    with pytest.raises(ValueError, match=rf"^{config.__name__}\.forecast: the flat setting"):
+        config(forecast=ForecastSettings(order=2), taylorseer_order=3)
+
+
+def test_nested_and_flat_forecasting_run_identically(base: FluxTransformer2DModel, inputs: FluxInputs) -> None:
+    for cache in CACHES:
+        model_a, _ = cached(base, cache, **SKIPPING[cache], taylorseer=True, taylorseer_order=2)
+        model_b, _ = cached(base, cache, **SKIPPING[cache], forecast=ForecastSettings(order=2))
+        a = denoise(model_a, STEPS, inputs=inputs)
+        b = denoise(model_b, STEPS, inputs=inputs)
+        assert torch.equal(a, b), cache

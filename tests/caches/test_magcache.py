@@ -28,7 +28,7 @@ from diffusers.hooks.mag_cache import nearest_interp as diffusers_nearest_interp
 
 import ditcache
 from _support.flux import FluxCall, FluxInputs, denoise
-from _support.probes import executed_calls, rel_err
+from _support.probes import count_block_calls, executed_calls, rel_err
 from ditcache import profiles
 from ditcache.caches.magcache import (
     MagCache,
@@ -638,6 +638,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"mag_ratios": "1.0"}, r"MagCacheConfig\.mag_ratios: expected a sequence of positive numbers"),
     ({"profile": ""}, r"MagCacheConfig\.profile: expected a profile name, a path or None"),
     ({"calibrate": 1}, r"MagCacheConfig\.calibrate: expected True or False"),
+    ({"forecast": {"order": -1}}, r"MagCacheConfig\.forecast\.order: expected an int >= 0"),
     ({"mag_ratios": [1.0], "profile": "p"}, r"MagCacheConfig\.mag_ratios: give either mag_ratios or profile"),
     ({"calibrate": True, "mag_ratios": [1.0]}, r"MagCacheConfig\.calibrate: .*do not pass mag_ratios or profile"),
 ]
@@ -683,3 +684,15 @@ def test_schedule_api_and_stacking(base: FluxTransformer2DModel) -> None:
         MagCacheConfig(calibrate=True).schedule(10)
     ditcache.remove_cache(model)
     assert ditcache.get_cache_runtime(model) is None
+
+
+def test_unknown_step_count_fails_before_any_block_runs(base: FluxTransformer2DModel, inputs: FluxInputs) -> None:
+    # Issue 10 item 12: the step count may still come from a later refresh, so apply accepts it; the first forward
+    # then fails before running a block, naming the call that fixes it.
+    model = copy.deepcopy(base)
+    cache = apply_magcache_hook(model, {"threshold": 0.24})
+    with count_block_calls(model) as counts:
+        with pytest.raises(ValueError, match=r"ditcache\.refresh\(model, num_inference_steps=\.\.\.\)"):
+            denoise(model, 4, inputs=inputs)
+    assert sum(counts) == 0
+    assert cache.stats() == [] or all(not g.decisions for g in cache.stats())

@@ -6,6 +6,7 @@ The decisions are checked against an independent re-implementation of the publis
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -197,7 +198,10 @@ def _cached_run(config: dict[str, Any], steps_known: str) -> tuple[FluxTransform
 @pytest.mark.parametrize("case", list(RULE_CASES))
 def test_decisions_match_reference_rule(case: str) -> None:
     config, steps_known = RULE_CASES[case]
-    model, cache, trace = _cached_run(config, steps_known)
+    # The reference rule accumulates the polynomial as published; the default rescaling is the monotone one.
+    model, cache, trace = _cached_run(
+        config if config.get("abs_rescaled") else {**config, "rescale": "published"}, steps_known
+    )
     (stats,) = cache.stats()
     mods = modulated_inputs(model, trace)
     coefficients = config.get("coefficients", FLUX_DEV)
@@ -828,3 +832,67 @@ def test_stats_are_consistent() -> None:
         assert json.loads(json.dumps(summary)) == summary
     # refresh() finished nothing still running: the four generations are all in the history.
     assert list(cache.history) == stats
+
+
+# ------------------------------------------------------------------------------- the monotone rescaling (issue 10)
+# Rises to 0.5 at x = 0.03, then falls below zero from x ~ 0.047 (the distances of this model are ~0.04-0.09):
+# the published rule accumulates negative values there, so a *larger* change makes a step *more* skippable.
+HUMP = (0.0, 0.0, -2000.0, 120.0, -1.3)
+
+
+def test_rescaled_distance_is_never_negative_and_never_decreasing_by_default() -> None:
+    xs = np.linspace(0.0, 0.6, 1201)
+    for key in TEACACHE_PRESETS:
+        resolved = TeaCacheConfig(model=key).resolve(None)
+        values = [resolved.rescale(float(x)) for x in xs]
+        assert min(values) >= 0.0, key
+        assert all(b >= a for a, b in itertools.pairwise(values)), key
+    # Wan 2.1 1.3B's polynomial is negative at 0.31: the reference behaviour, kept as an explicit option.
+    published = TeaCacheConfig(model="wan2.1-t2v-1.3b", rescale="published").resolve(None)
+    default = TeaCacheConfig(model="wan2.1-t2v-1.3b").resolve(None)
+    assert published.rescale(0.31) < 0.0 < default.rescale(0.31)
+    assert default.rescale(0.31) >= default.rescale(0.2) >= default.rescale(0.1)
+    # Where the polynomial rises to a new high it is unchanged (FLUX beyond the bottom of its initial dip).
+    flux_default = TeaCacheConfig(model="flux.1-dev").resolve(None)
+    flux_published = TeaCacheConfig(model="flux.1-dev", rescale="published").resolve(None)
+    for x in (0.1, 0.2, 0.3, 0.5):
+        assert flux_default.rescale(x) == flux_published.rescale(x)
+    assert flux_default.rescale(0.0) == flux_published.rescale(0.0528439614272596)  # the bottom of the dip
+
+
+def test_a_tiny_threshold_never_skips_with_the_default_rescaling() -> None:
+    def skipped(**config: Any) -> list[int]:
+        model = make_flux()
+        cache = apply_teacache_hook(model, {"rel_l1_thresh": 1e-12, "coefficients": HUMP, **config})
+        denoise(model, N_STEPS, inputs=make_inputs(model))
+        return cache.stats()[-1].skipped_steps
+
+    assert skipped(rescale="published"), "the published polynomial goes negative here and skips"
+    assert skipped() == []
+
+
+def test_rescale_and_abs_rescaled_agree() -> None:
+    assert TeaCacheConfig(abs_rescaled=True) == TeaCacheConfig(rescale="abs")
+    assert TeaCacheConfig(rescale="abs").abs_rescaled is True
+    with pytest.raises(ValueError, match=r"TeaCacheConfig\.rescale: 'published' and abs_rescaled=True disagree"):
+        TeaCacheConfig(rescale="published", abs_rescaled=True)
+    with pytest.raises(ValueError, match=r"TeaCacheConfig\.rescale: expected one of \['monotone', 'published'"):
+        TeaCacheConfig(rescale="clamp")
+
+
+def test_numpy_scalars_are_accepted() -> None:
+    cfg = TeaCacheConfig(
+        rel_l1_thresh=np.float32(0.25),
+        num_inference_steps=np.int64(28),
+        warmup_steps=np.int32(1),
+        force_last_step=np.bool_(True),
+        coefficients=np.array(FLUX_DEV),
+    )
+    assert cfg.num_inference_steps == 28 and type(cfg.num_inference_steps) is int
+    assert type(cfg.rel_l1_thresh) is float and type(cfg.force_last_step) is bool
+    assert cfg == TeaCacheConfig.from_dict(attrs.asdict(cfg))
+
+
+def test_unknown_key_suggests_the_closest_setting() -> None:
+    with pytest.raises(ValueError, match=r"closest: 'rel_l1_threshold' -> 'rel_l1_thresh'"):
+        TeaCacheConfig.from_dict({"rel_l1_threshold": 0.3})

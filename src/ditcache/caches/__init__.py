@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ditcache.caches.dbcache import DBCache, DBCacheConfig, apply_dbcache_hook
 from ditcache.caches.magcache import MagCache, MagCacheConfig, MagCacheSchedule, apply_magcache_hook, magcache_schedule
+from ditcache.caches.reuse import ForecastSettings
 from ditcache.caches.step_masks import SCM_POLICIES, SCM_PRESETS, mask_from_bins, preset_mask, resolve_mask
 from ditcache.caches.taylorseer import FORECAST_METHODS, TaylorSeer
 from ditcache.caches.teacache import TeaCache, TeaCacheConfig, apply_teacache_hook
@@ -17,6 +18,7 @@ __all__ = [
     "SCM_PRESETS",
     "DBCache",
     "DBCacheConfig",
+    "ForecastSettings",
     "MagCache",
     "MagCacheConfig",
     "MagCacheSchedule",

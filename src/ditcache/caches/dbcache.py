@@ -26,51 +26,48 @@ Per CFG branch and per transformer call (``N`` blocks, ``Fn`` first and ``Bn`` l
    a stream the blocks leave unchanged), then the last ``Bn`` blocks run.
 
 The block stack of the context is sliced relative to what this middleware receives, so an outer middleware may hand
-it a narrowed stack. ``Fn + Bn`` larger than the model's block count is refused when the cache is applied.
+it a narrowed stack. ``Fn + Bn`` reaching the model's block count (no middle block left to cache) is refused when
+the cache is applied; a call whose narrowed stack has no middle block computes it all and is recorded as computed.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import torch
 from torch import nn
 
+from ditcache.caches.reuse import ForecastSettings, ResidualCache, settle_forecast
 from ditcache.caches.step_masks import SCM_POLICIES, SCM_PRESETS, leading_compute_steps, resolve_mask, validate_mask
-from ditcache.caches.taylorseer import FORECAST_METHODS, TaylorSeer
+from ditcache.caches.taylorseer import FORECAST_METHODS
 from ditcache.core._compile import eager
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
 from ditcache.core.metrics import rel_l1
 from ditcache.core.runtime import apply_cache
-from ditcache.core.validators import check_keys, coerce_config, int_at_least, is_bool, opt_int_at_least
+from ditcache.core.validators import (
+    StrictConfig,
+    accept_aliases,
+    coerce_config,
+    finite,
+    int_ge,
+    is_bool,
+    one_of,
+    optional,
+    plain_scalar,
+)
 
 __all__ = ["DBCache", "DBCacheConfig", "apply_dbcache_hook"]
 
 
 # ---------------------------------------------------------------------------------------------------- validators
-def _finite(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(
-            f"DBCacheConfig.{attribute.name}: expected a finite number (<= 0: never cache, >= 1: always cache, "
-            f"in between: cache while the residual difference is below it), got {value!r}"
-        )
-
-
-def _opt_positive(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"DBCacheConfig.{attribute.name}: expected a finite number > 0 or None, got {value!r}")
-
-
-def _method(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in FORECAST_METHODS:
-        raise ValueError(f"DBCacheConfig.{attribute.name}: expected one of {list(FORECAST_METHODS)}, got {value!r}")
+def _unlimited(value: Any) -> Any:
+    """cache-dit's ``-1`` (no limit) as None; NumPy scalars as Python ints."""
+    value = plain_scalar(value)
+    return None if (type(value) is int and value == -1) else value
 
 
 def _mask_converter(value: Any) -> Any:
@@ -79,76 +76,108 @@ def _mask_converter(value: Any) -> Any:
     return validate_mask(value, "DBCacheConfig.steps_computation_mask")
 
 
-def _policy(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value not in SCM_POLICIES:
-        raise ValueError(f"DBCacheConfig.{attribute.name}: expected one of {list(SCM_POLICIES)}, got {value!r}")
-
-
 # ---------------------------------------------------------------------------------------------------- config
+@accept_aliases
 @attrs.frozen(kw_only=True)
-class DBCacheConfig:
+class DBCacheConfig(StrictConfig):
     """Settings of DBCache. Frozen and validated; unknown keys are refused by :meth:`from_dict`.
 
     Defaults are cache-dit 1.5.3's ``DBCacheConfig`` defaults (F8B0, W8, R0.08, no caps), except
     ``force_last_step`` (cache-dit caches the last step when the test allows it; set it False to match).
+    cache-dit's spellings are accepted too, by the constructor and :meth:`from_dict`: ``Fn_compute_blocks``,
+    ``Bn_compute_blocks``, and ``-1`` (no limit) for ``max_cached_steps`` and ``max_continuous_cached_steps``.
     """
 
-    fn_compute_blocks: int = attrs.field(default=8, validator=int_at_least(1))
+    __setting_aliases__: ClassVar[Mapping[str, str]] = {
+        "Fn_compute_blocks": "fn_compute_blocks",
+        "Bn_compute_blocks": "bn_compute_blocks",
+    }
+
+    fn_compute_blocks: int = attrs.field(default=8, converter=plain_scalar, validator=int_ge(1))
     """``Fn``: first blocks always computed; the residual of their output is the cache's indicator."""
-    bn_compute_blocks: int = attrs.field(default=0, validator=int_at_least(0))
+    bn_compute_blocks: int = attrs.field(default=0, converter=plain_scalar, validator=int_ge(0))
     """``Bn``: last blocks always computed, also on cached steps (they refine the approximated hidden states)."""
-    residual_diff_threshold: float = attrs.field(default=0.08, validator=_finite)
+    residual_diff_threshold: float = attrs.field(
+        default=0.08,
+        converter=plain_scalar,
+        validator=finite(
+            hint="<= 0: never cache, >= 1: always cache, in between: cache while the residual difference is below it"
+        ),
+    )
     """``R``: cache while the rel-L1 difference of the ``Fn`` residual is strictly below it; ``<= 0`` never caches,
     ``>= 1`` always caches (after the gates) without measuring. Trained models: 0.08-0.24 (cache-dit benchmarks)."""
-    max_warmup_steps: int = attrs.field(default=8, validator=int_at_least(0))
+    max_warmup_steps: int = attrs.field(default=8, converter=plain_scalar, validator=int_ge(0))
     """``W``: the steps ``range(0, W, warmup_interval)`` are always computed."""
-    warmup_interval: int = attrs.field(default=1, validator=int_at_least(1))
+    warmup_interval: int = attrs.field(default=1, converter=plain_scalar, validator=int_ge(1))
     """``I``: with ``I > 1`` only every ``I``-th warm-up step is forced; the others are tested like later steps."""
-    max_cached_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0, "no limit"))
-    """``M``: at most this many cached steps per branch and generation (None: no limit; 0: never cache)."""
-    max_continuous_cached_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0, "no limit"))
-    """``MC``: at most this many cached steps in a row (None: no limit; 0: never cache)."""
-    max_accumulated_residual_diff_threshold: float | None = attrs.field(default=None, validator=_opt_positive)
+    max_cached_steps: int | None = attrs.field(
+        default=None, converter=_unlimited, validator=optional(int_ge(0), "no limit; -1 too")
+    )
+    """``M``: at most this many cached steps per branch and generation (None or -1: no limit; 0: never cache)."""
+    max_continuous_cached_steps: int | None = attrs.field(
+        default=None, converter=_unlimited, validator=optional(int_ge(0), "no limit; -1 too")
+    )
+    """``MC``: at most this many cached steps in a row (None or -1: no limit; 0: never cache)."""
+    max_accumulated_residual_diff_threshold: float | None = attrs.field(
+        default=None, converter=plain_scalar, validator=optional(finite(gt=0))
+    )
     """Budget: once the measured differences of this generation (computed and cached steps) sum to this, every
     further step is computed. None: no budget."""
     steps_computation_mask: str | tuple[int, ...] | None = attrs.field(default=None, converter=_mask_converter)
     """Step computation mask: a preset (``"slow"``, ``"medium"``, ``"fast"``, ``"ultra"``, fitted to the step
     count), or one 0/1 entry per step (1: compute; 0: may cache). See :mod:`ditcache.caches.step_masks`."""
-    steps_computation_policy: str = attrs.field(default="dynamic", validator=_policy)
+    steps_computation_policy: str = attrs.field(default="dynamic", validator=one_of(SCM_POLICIES))
     """What a mask ``0`` means: ``"dynamic"`` (the threshold test and caps still decide) or ``"static"`` (cache
     without any test)."""
-    num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1, "no limit"))
+    num_inference_steps: int | None = attrs.field(
+        default=None, converter=plain_scalar, validator=optional(int_ge(1), "unknown")
+    )
     """Steps per generation when known up front (``ditcache.refresh(module, num_inference_steps=N)`` sets it per
     run instead). Needed by mask presets and by ``force_last_step``."""
-    force_last_step: bool = attrs.field(default=True, validator=is_bool)
+    force_last_step: bool = attrs.field(default=True, converter=plain_scalar, validator=is_bool)
     """Always compute the last step when the step count is known."""
-    taylorseer: bool = attrs.field(default=False, validator=is_bool)
-    """Forecast the middle-block residual with TaylorSeer on cached steps instead of reusing the last one."""
-    taylorseer_order: int = attrs.field(default=1, validator=int_at_least(0))
+    taylorseer: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
+    """Forecast the middle-block residual with TaylorSeer on cached steps instead of reusing the last one (the flat
+    spelling of ``forecast``)."""
+    taylorseer_order: int = attrs.field(default=1, converter=plain_scalar, validator=int_ge(0))
     """Order of the TaylorSeer expansion (1 or 2 are usual)."""
-    taylorseer_derivative_delay: int = attrs.field(default=3, validator=int_at_least(0))
+    taylorseer_derivative_delay: int = attrs.field(default=3, converter=plain_scalar, validator=int_ge(0))
     """Updates fewer than this many steps after a generation's first step form no derivatives. 3 reproduces
     cache-dit (order 1 from step 3 on, order 2 from step 4 on); 0 forms them as soon as two updates exist."""
-    taylorseer_method: str = attrs.field(default="taylor", validator=_method)
+    taylorseer_method: str = attrs.field(default="taylor", validator=one_of(FORECAST_METHODS))
     """``"taylor"``: the published expansion (cache-dit's); ``"newton"``: divided-difference extrapolation, exact for
     polynomials up to the order (see :mod:`ditcache.caches.taylorseer`)."""
-    taylorseer_encoder: bool = attrs.field(default=True, validator=is_bool)
+    taylorseer_encoder: bool = attrs.field(default=True, converter=plain_scalar, validator=is_bool)
     """Also forecast the encoder (text) stream's residual (cache-dit's ``enable_encoder_calibrator``)."""
+    _forecast: ForecastSettings | None = attrs.field(default=None)
+    """``forecast=``: the forecasting settings as one :class:`~ditcache.caches.reuse.ForecastSettings` (or a dict of
+    its fields; its ``derivative_delay`` defaults to 3 here); the same as ``taylorseer=True`` with the
+    ``taylorseer_*`` settings. Read it with :meth:`forecast`."""
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DBCacheConfig:
-        """Build from a mapping; an unknown key is an error naming the allowed ones."""
-        check_keys(cls, data)
-        return cls(**data)
+    def __attrs_post_init__(self) -> None:
+        settle_forecast(self, derivative_delay=3, block_level=True)
 
-    def check_blocks(self, num_blocks: int, model: str = "the model") -> None:
-        """Raise ValueError if ``Fn + Bn`` exceeds ``num_blocks``."""
+    def forecast(self) -> ForecastSettings | None:
+        """The forecasting settings of the middle-block residual, or None when TaylorSeer is off."""
+        return self._forecast
+
+    def check_blocks(self, num_blocks: int, model: str = "the model", *, allow_no_middle: bool = False) -> None:
+        """Raise ValueError if ``Fn + Bn`` exceeds ``num_blocks``, or (unless ``allow_no_middle``) equals it: then
+        no block is left to cache and every step would run every block."""
         fn, bn = self.fn_compute_blocks, self.bn_compute_blocks
+        allowed = (
+            f"allowed: fn_compute_blocks >= 1, bn_compute_blocks >= 0 and fn_compute_blocks + bn_compute_blocks "
+            f"<= {num_blocks - 1} (at least one middle block to cache)"
+        )
         if fn + bn > num_blocks:
             raise ValueError(
                 f"DBCacheConfig.fn_compute_blocks + bn_compute_blocks: {fn} + {bn} = {fn + bn} exceeds the "
-                f"{num_blocks} blocks of {model}; allowed: fn_compute_blocks >= 1, bn_compute_blocks >= 0 and "
-                f"fn_compute_blocks + bn_compute_blocks <= {num_blocks}"
+                f"{num_blocks} blocks of {model}; {allowed}"
+            )
+        if fn + bn == num_blocks and not allow_no_middle:
+            raise ValueError(
+                f"DBCacheConfig.fn_compute_blocks + bn_compute_blocks: {fn} + {bn} = {fn + bn} covers all "
+                f"{num_blocks} blocks of {model}, so no block is left to cache; {allowed}"
             )
 
     @property
@@ -171,11 +200,9 @@ class DBCacheConfig:
 # ---------------------------------------------------------------------------------------------------- state
 @attrs.define
 class _DBState:
+    reuse: ResidualCache
+    """The middle blocks' residuals of the last computed step (and their forecasters)."""
     fn_residual: torch.Tensor | None = None
-    hidden_residual: torch.Tensor | None = None
-    encoder_residual: torch.Tensor | None = None
-    hidden_forecast: TaylorSeer | None = None
-    encoder_forecast: TaylorSeer | None = None
     cached_steps: int = 0
     streak: int = 0
     last_cached_step: int | None = None
@@ -199,23 +226,11 @@ class DBCache(CacheMiddleware[_DBState]):
         super().__init__(config)
 
     def bind(self, module: nn.Module, num_blocks: int) -> None:
-        """Refuse ``Fn + Bn`` larger than the model's block count when the cache is applied."""
+        """Refuse ``Fn + Bn`` reaching the model's block count when the cache is applied (no block left to cache)."""
         self.config.check_blocks(num_blocks, type(module).__name__)
 
     def new_state(self) -> _DBState:
-        cfg = self.config
-        state = _DBState()
-        if cfg.taylorseer:
-            state.hidden_forecast = self._forecaster()
-            if cfg.taylorseer_encoder:
-                state.encoder_forecast = self._forecaster()
-        return state
-
-    def _forecaster(self) -> TaylorSeer:
-        cfg = self.config
-        return TaylorSeer(
-            cfg.taylorseer_order, derivative_delay=cfg.taylorseer_derivative_delay, method=cfg.taylorseer_method
-        )
+        return _DBState(ResidualCache(self.config.forecast()))
 
     def _resolve(self, ctx: CacheContext, state: _DBState) -> None:
         """Fit the step mask and the warm-up to this generation (once, at its first call)."""
@@ -245,7 +260,7 @@ class DBCache(CacheMiddleware[_DBState]):
             return False, None, "last_step"
         has_cache = (
             state.fn_residual is not None
-            and state.hidden_residual is not None
+            and state.reuse.hidden is not None
             and state.fn_residual.shape == fn_residual.shape
         )
         mask = state.mask
@@ -280,7 +295,7 @@ class DBCache(CacheMiddleware[_DBState]):
         blocks = ctx.blocks
         n = len(blocks)
         fn, bn = cfg.fn_compute_blocks, cfg.bn_compute_blocks
-        cfg.check_blocks(n, "this call's block stack")
+        cfg.check_blocks(n, "this call's block stack", allow_no_middle=True)
         state = self.state(ctx)
         if not state.resolved:
             self._resolve(ctx, state)
@@ -291,10 +306,13 @@ class DBCache(CacheMiddleware[_DBState]):
         h0, e0 = ctx.hidden_states, ctx.encoder_hidden_states
         h_f, e_f = blocks[:fn](h0, e0)
         fn_residual = h_f - h0
-        cache, diff, reason = self.decide(ctx, state, fn_residual)
+        if fn + bn >= n:  # a narrowed stack with no middle block: nothing to skip, so nothing is cached
+            cache, diff, reason = False, None, "no_middle_blocks"
+        else:
+            cache, diff, reason = self.decide(ctx, state, fn_residual)
 
         if cache:
-            hidden, encoder = self._reuse(ctx.step, state, h_f, e_f)
+            hidden, encoder = state.reuse.apply(ctx.step, h_f, e_f)
             state.cached_steps += 1
             state.streak += 1
             state.last_cached_step = ctx.step
@@ -303,48 +321,10 @@ class DBCache(CacheMiddleware[_DBState]):
             hidden, encoder = call_next(
                 ctx.evolve(hidden_states=h_f, encoder_hidden_states=e_f, blocks=blocks[fn : n - bn])
             )
-            self._store(ctx.step, state, h_f, e_f, hidden, encoder)
+            state.reuse.store(ctx.step, h_f, e_f, hidden, encoder)
         if bn:
             hidden, encoder = blocks[n - bn :](hidden, encoder)
         self.record(ctx, not cache, diff=diff, reason=reason)
-        return hidden, encoder
-
-    @staticmethod
-    def _store(
-        step: int,
-        state: _DBState,
-        h_f: torch.Tensor,
-        e_f: torch.Tensor | None,
-        h_m: torch.Tensor,
-        e_m: torch.Tensor | None,
-    ) -> None:
-        hidden_residual = h_m - h_f
-        encoder_residual = None if (e_m is None or e_f is None or e_m is e_f) else e_m - e_f
-        state.hidden_residual = hidden_residual
-        state.encoder_residual = encoder_residual
-        if state.hidden_forecast is not None:
-            state.hidden_forecast.update(hidden_residual, step)
-        if state.encoder_forecast is not None and encoder_residual is not None:
-            state.encoder_forecast.update(encoder_residual, step)
-
-    @staticmethod
-    def _reuse(
-        step: int, state: _DBState, h_f: torch.Tensor, e_f: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        assert state.hidden_residual is not None
-        forecast = state.hidden_forecast
-        hidden_residual = (
-            forecast.approximate(step) if forecast is not None and forecast.ready else state.hidden_residual
-        )
-        hidden = h_f + hidden_residual
-        encoder = e_f
-        if e_f is not None and state.encoder_residual is not None:
-            eforecast = state.encoder_forecast
-            encoder_residual = (
-                eforecast.approximate(step) if eforecast is not None and eforecast.ready else state.encoder_residual
-            )
-            if encoder_residual.shape == e_f.shape:
-                encoder = e_f + encoder_residual
         return hidden, encoder
 
 

@@ -27,27 +27,44 @@ float64 accumulators (diffusers accumulates in float32).
 
 from __future__ import annotations
 
-import datetime
-import math
 import os
-from collections.abc import Hashable, Iterator, Mapping, Sequence
-from fractions import Fraction
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import attrs
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ditcache.caches.reuse import ForecastSettings, StepReuse
+from ditcache.caches.magcache_calibration import MagCacheCalibration
+from ditcache.caches.magcache_schedule import (
+    MagCacheSchedule,
+    check_curve,
+    check_int,
+    magcache_retention_steps,
+    magcache_schedule,
+    resample_ratios,
+    split_interleaved,
+)
+from ditcache.caches.reuse import FORECAST_TARGETS, ForecastSettings, StepReuse, settle_forecast
+from ditcache.caches.taylorseer import FORECAST_METHODS
 from ditcache.core.branch import ROLES, named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
 from ditcache.core.log import get_logger
+from ditcache.core.metrics import residual_metrics
 from ditcache.core.runtime import apply_cache
-from ditcache.core.validators import check_keys, coerce_config, is_bool
+from ditcache.core.validators import (
+    StrictConfig,
+    coerce_config,
+    finite,
+    int_ge,
+    is_bool,
+    one_of,
+    optional,
+    plain_scalar,
+)
 from ditcache.presets.magcache import MAG_RATIO_PRESETS, infer_magcache_model
 from ditcache.profiles import Profile, ProfileError, find_profile, load_profile, profile_reference, save_profile
 
@@ -69,211 +86,14 @@ __all__ = [
 _log = get_logger("ditcache.caches.magcache")
 
 
-# ---------------------------------------------------------------------------------------------- curve helpers
-def _check_curve(ratios: Any, name: str) -> tuple[float, ...]:
-    if isinstance(ratios, (str, bytes)) or isinstance(ratios, Mapping):
-        raise TypeError(f"{name}: expected a sequence of positive numbers, got {type(ratios).__name__}")
-    try:
-        values = tuple(float(v) for v in ratios)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name}: expected a sequence of positive numbers, got {ratios!r}") from None
-    if not values:
-        raise ValueError(f"{name}: expected at least one ratio, got an empty sequence")
-    bad = [v for v in values if not (math.isfinite(v) and v > 0)]
-    if bad:
-        raise ValueError(f"{name}: every ratio must be a finite number > 0, got {bad[:3]}")
-    return values
-
-
-def resample_ratios(ratios: Sequence[float], num_steps: int) -> tuple[float, ...]:
-    """Resample a per-branch curve to ``num_steps`` entries by nearest index.
-
-    ``out[i] = ratios[round(i * (L - 1) / (num_steps - 1))]`` with ``L = len(ratios)``, rounding half to even
-    (as ``numpy.round`` in MagCache's ``nearest_interp`` and ``torch.round`` in diffusers); the index is
-    computed exactly (rational arithmetic), so no float error can move it. ``num_steps == 1`` takes the last
-    entry. A curve already of length ``num_steps`` is returned unchanged.
-    """
-    curve = _check_curve(ratios, "ratios")
-    _check_int(num_steps, "num_steps", 1)
-    n = len(curve)
-    if n == num_steps:
-        return curve
-    if num_steps == 1:
-        return (curve[-1],)
-    return tuple(curve[round(Fraction(i * (n - 1), num_steps - 1))] for i in range(num_steps))
-
-
-def split_interleaved(ratios: Sequence[float]) -> dict[str, tuple[float, ...]]:
-    """Split a curve recorded with interleaved cond/uncond entries: ``{"cond": [0::2], "uncond": [1::2]}``."""
-    curve = _check_curve(ratios, "ratios")
-    if len(curve) % 2:
-        raise ValueError(f"ratios: an interleaved cond/uncond curve has an even length, got {len(curve)}")
-    return {"cond": curve[0::2], "uncond": curve[1::2]}
-
-
-def magcache_retention_steps(retention_ratio: float, num_steps: int) -> int:
-    """Steps always computed at the start: ``int(retention_ratio * num_steps + 0.5)``.
-
-    This is MagCache4FLUX's and diffusers' rounding (round half up of ``R * N``; 0.1 x 28 -> 3, 0.2 x 50 -> 10).
-    MagCache4Wan truncates ``int(R * 2N)`` over interleaved forwards instead, which gives the same count for
-    its published settings.
-    """
-    _check_ratio(retention_ratio, "retention_ratio")
-    _check_int(num_steps, "num_steps", 1)
-    return int(retention_ratio * num_steps + 0.5)
-
-
-@attrs.frozen
-class MagCacheSchedule(Sequence[bool]):
-    """The per-step decisions of MagCache for one branch: ``schedule[t]`` is True when step ``t`` computes.
-
-    A sequence of booleans with the resampled ratios and accumulated errors alongside; ``str(schedule)`` shows
-    it compactly (``C`` = compute, ``-`` = reuse the cached residual).
-    """
-
-    compute: tuple[bool, ...]
-    """Per step: True to run the blocks, False to reuse the cached residual."""
-    ratios: tuple[float, ...]
-    """The curve resampled to the step count (``ratios[t]`` is ``gamma_t``)."""
-    accumulated_error: tuple[float, ...]
-    """Per step: the accumulated error the decision compared with the threshold (0.0 inside the retention
-    window and on the first step)."""
-    retention_steps: int
-    """Leading steps always computed."""
-    threshold: float
-    max_skip_steps: int
-
-    @overload
-    def __getitem__(self, index: int) -> bool: ...
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[bool]: ...
-    def __getitem__(self, index: int | slice) -> bool | Sequence[bool]:
-        return self.compute[index]
-
-    def __len__(self) -> int:
-        return len(self.compute)
-
-    def __iter__(self) -> Iterator[bool]:
-        return iter(self.compute)
-
-    @property
-    def computed_steps(self) -> list[int]:
-        """Indices of the steps that run the blocks."""
-        return [t for t, c in enumerate(self.compute) if c]
-
-    @property
-    def skipped_steps(self) -> list[int]:
-        """Indices of the steps that reuse the cached residual."""
-        return [t for t, c in enumerate(self.compute) if not c]
-
-    @property
-    def pattern(self) -> str:
-        """One character per step: ``C`` computes, ``-`` reuses."""
-        return "".join("C" if c else "-" for c in self.compute)
-
-    def __str__(self) -> str:
-        return f"{len(self.computed_steps)}/{len(self)} steps computed: {self.pattern}"
-
-
-def magcache_schedule(
-    ratios: Sequence[float],
-    threshold: float,
-    max_skip_steps: int,
-    retention_ratio: float,
-    num_steps: int,
-) -> MagCacheSchedule:
-    """MagCache's compute/skip decision for every step of one branch, computed up front.
-
-    ``ratios`` is one branch's curve (padding ``1.0`` first, any length: it is resampled with
-    :func:`resample_ratios`; split interleaved curves with :func:`split_interleaved` first). Step 0 always
-    computes (nothing is cached yet); steps before ``int(retention_ratio * num_steps + 0.5)`` compute without
-    touching the accumulators; then ``ratio *= gamma_t``, ``k += 1``, ``error += |1 - ratio|``, and the step is
-    skipped iff ``error <= threshold and k <= max_skip_steps``, else computed with the accumulators reset.
-    The accumulation is in float64, as MagCache's numpy code.
-    """
-    _check_threshold(threshold, "threshold")
-    _check_int(max_skip_steps, "max_skip_steps", 1)
-    retention = magcache_retention_steps(retention_ratio, num_steps)
-    curve = resample_ratios(ratios, num_steps)
-    acc_ratio, acc_steps, acc_err = 1.0, 0, 0.0
-    compute: list[bool] = []
-    errors: list[float] = []
-    for t in range(num_steps):
-        err_seen = 0.0
-        if t >= retention:
-            acc_ratio *= curve[t]
-            acc_steps += 1
-            acc_err += abs(1.0 - acc_ratio)
-            err_seen = acc_err
-            if t > 0 and acc_err <= threshold and acc_steps <= max_skip_steps:
-                compute.append(False)
-                errors.append(err_seen)
-                continue
-            acc_ratio, acc_steps, acc_err = 1.0, 0, 0.0
-        compute.append(True)
-        errors.append(err_seen)
-    return MagCacheSchedule(
-        compute=tuple(compute),
-        ratios=curve,
-        accumulated_error=tuple(errors),
-        retention_steps=retention,
-        threshold=float(threshold),
-        max_skip_steps=max_skip_steps,
-    )
-
-
 def branch_role(branch: Hashable) -> str:
     """The curve a branch *named* ``branch`` uses (:func:`ditcache.core.branch.named_role`; ``"cond"`` when the
     name says nothing). Running caches read the role the step clock stamped on ``ctx.role`` instead."""
     return named_role(branch) or "cond"
 
 
-# ---------------------------------------------------------------------------------------------- validators
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-
-
-def _check_threshold(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-
-
-def _check_ratio(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name}: expected a number in [0, 1), got {value!r}")
-
-
-def _v_threshold(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _check_threshold(value, f"MagCacheConfig.{attribute.name}")
-
-
-def _v_max_skip(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _check_int(value, f"MagCacheConfig.{attribute.name}", 1)
-
-
-def _v_retention(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    _check_ratio(value, f"MagCacheConfig.{attribute.name}")
-
-
-def _v_steps(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None:
-        try:
-            _check_int(value, f"MagCacheConfig.{attribute.name}", 1)
-        except ValueError:
-            raise ValueError(f"MagCacheConfig.{attribute.name}: expected an int >= 1 or None, got {value!r}") from None
-
-
-def _v_model(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and value not in MAG_RATIO_PRESETS:
-        raise ValueError(
-            f"MagCacheConfig.model: unknown model {value!r}; allowed values: {sorted(MAG_RATIO_PRESETS)} "
-            "(or leave it None to infer it from the module, or pass mag_ratios=... or profile=...)"
-        )
-
-
 def _c_ratios(value: Any) -> tuple[float, ...] | None:
-    return None if value is None else _check_curve(value, "MagCacheConfig.mag_ratios")
+    return None if value is None else check_curve(value, "MagCacheConfig.mag_ratios")
 
 
 def _c_profile(value: Any) -> str | None:
@@ -282,7 +102,7 @@ def _c_profile(value: Any) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- config
 @attrs.frozen(kw_only=True)
-class MagCacheConfig:
+class MagCacheConfig(StrictConfig):
     """Settings of MagCache. Frozen and validated; unknown keys are refused by :meth:`from_dict`.
 
     The curve comes from, in order: ``mag_ratios`` (one curve for every branch), ``profile`` (a calibrated
@@ -291,51 +111,53 @@ class MagCacheConfig:
     The defaults (0.06, 3, 0.2) are diffusers'; each preset lists its authors' recommended settings.
     """
 
-    threshold: float = attrs.field(default=0.06, validator=_v_threshold)
+    threshold: float = attrs.field(default=0.06, converter=plain_scalar, validator=finite(gt=0))
     """Accumulated-error threshold ``E``; a step is skipped while the error is ``<=`` it. Larger skips more."""
-    max_skip_steps: int = attrs.field(default=3, validator=_v_max_skip)
+    max_skip_steps: int = attrs.field(default=3, converter=plain_scalar, validator=int_ge(1))
     """``K``: at most this many steps skipped in a row."""
-    retention_ratio: float = attrs.field(default=0.2, validator=_v_retention)
+    retention_ratio: float = attrs.field(default=0.2, converter=plain_scalar, validator=finite(ge=0, lt=1))
     """Fraction of leading steps always computed: the first ``int(retention_ratio * N + 0.5)``."""
-    num_inference_steps: int | None = attrs.field(default=None, validator=_v_steps)
+    num_inference_steps: int | None = attrs.field(default=None, converter=plain_scalar, validator=optional(int_ge(1)))
     """Steps per generation when known up front; ``ditcache.refresh(module, n)`` or a pipeline's
     ``cache_context(num_inference_steps=...)`` sets it per run and takes precedence."""
-    model: str | None = attrs.field(default=None, validator=_v_model)
+    model: str | None = attrs.field(
+        default=None,
+        validator=optional(
+            one_of(
+                MAG_RATIO_PRESETS,
+                label="model",
+                hint="or leave it None to infer it from the module, or pass mag_ratios=... or profile=...",
+            )
+        ),
+    )
     """Preset key (``ditcache.presets.magcache.MAG_RATIO_PRESETS``); inferred from the module when None. With
     ``mag_ratios``, ``profile`` or ``calibrate`` it only names the model (in logs and calibrated profiles)."""
     mag_ratios: tuple[float, ...] | None = attrs.field(default=None, converter=_c_ratios)
     """An explicit curve (positive numbers, padding ``1.0`` first) for every branch, overriding the preset."""
     profile: str | None = attrs.field(default=None, converter=_c_profile)
     """Name or path of a calibrated MagCache profile (``ditcache.profiles``), giving per-branch curves."""
-    calibrate: bool = attrs.field(default=False, validator=is_bool)
+    calibrate: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
     """Measure the ratios instead of skipping; read them with :meth:`MagCache.calibration_profile`."""
-    taylorseer: bool = attrs.field(default=False, validator=is_bool)
-    """Forecast the reused residual with TaylorSeer instead of reusing the last one (see
+    taylorseer: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
+    """Forecast the reused residual with TaylorSeer (the flat spelling of ``forecast``; see
     ``ditcache.caches.taylorseer``); the schedule is unchanged."""
-    taylorseer_order: int = attrs.field(default=1)
-    """TaylorSeer order (validated by :class:`~ditcache.caches.reuse.ForecastSettings`)."""
-    taylorseer_method: str = attrs.field(default="taylor")
+    taylorseer_order: int = attrs.field(default=1, converter=plain_scalar, validator=int_ge(0))
+    """TaylorSeer order (``forecast.order``)."""
+    taylorseer_method: str = attrs.field(default="taylor", validator=one_of(FORECAST_METHODS))
     """``"taylor"`` (published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
-    taylorseer_target: str = attrs.field(default="residual")
+    taylorseer_target: str = attrs.field(default="residual", validator=one_of(FORECAST_TARGETS))
     """What is forecast on skipped steps: ``"residual"`` (the blocks' residual; the head still runs) or ``"output"``
     (the model's output itself, skipping the head too, as diffusers' TaylorSeer lite). Needs ``taylorseer=True``."""
+    _forecast: ForecastSettings | None = attrs.field(default=None)
+    """``forecast=``: the forecasting settings as one :class:`~ditcache.caches.reuse.ForecastSettings` (or a dict of
+    its fields); the same as ``taylorseer=True`` with the ``taylorseer_*`` settings. Read it with :meth:`forecast`."""
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
-        if not self.taylorseer:
-            return None
-        return ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
+        return self._forecast
 
     def __attrs_post_init__(self) -> None:
-        try:
-            ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
-        except ValueError as exc:
-            raise ValueError(f"MagCacheConfig.{exc}") from None
-        if self.taylorseer_target == "output" and not self.taylorseer:
-            raise ValueError(
-                "MagCacheConfig.taylorseer_target: 'output' forecasts with TaylorSeer; set taylorseer=True "
-                "(taylorseer_order=0 reuses the last output)"
-            )
+        settle_forecast(self)
         if self.mag_ratios is not None and self.profile is not None:
             raise ValueError(
                 "MagCacheConfig.mag_ratios: give either mag_ratios or profile, not both (each is a full curve)"
@@ -345,12 +167,6 @@ class MagCacheConfig:
                 "MagCacheConfig.calibrate: a calibration run measures the ratios and never skips; do not pass "
                 "mag_ratios or profile with calibrate=True"
             )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> MagCacheConfig:
-        """Build from a mapping; an unknown key is an error naming the allowed ones."""
-        check_keys(cls, data)
-        return cls(**data)
 
     def resolve(self, module: nn.Module | None = None) -> ResolvedMagCache:
         """Combine this config with the curve it names (preset, explicit ratios, profile or inferred preset)."""
@@ -412,11 +228,12 @@ def _steps_or_error(num_steps: int | None, fallback: int | None) -> int:
     steps = num_steps if num_steps is not None else fallback
     if steps is None:
         raise ValueError(
-            "num_inference_steps: MagCache needs the number of denoising steps to resample its ratios; pass "
-            "MagCacheConfig(num_inference_steps=...) or call ditcache.refresh(module, num_inference_steps=...) "
-            "before the run"
+            "num_inference_steps: MagCache needs the number of denoising steps to resample its ratios, and none is "
+            "known (no MagCacheConfig(num_inference_steps=...), no earlier ditcache.refresh, and the pipeline passed "
+            "none through cache_context); call ditcache.refresh(model, num_inference_steps=...) before the run, or "
+            "pass MagCacheConfig(num_inference_steps=...). Nothing was computed or cached."
         )
-    _check_int(steps, "num_inference_steps", 1)
+    check_int(steps, "num_inference_steps", 1)
     return steps
 
 
@@ -430,7 +247,7 @@ def profile_curves(profile: Profile, where: str = "<profile>") -> dict[str, tupl
         if role not in ROLES:
             raise ProfileError(f"profile {where}: data.curves has unknown branch {role!r}; allowed: {list(ROLES)}")
         try:
-            out[role] = _check_curve(values, f"data.curves.{role}")
+            out[role] = check_curve(values, f"data.curves.{role}")
         except (TypeError, ValueError) as exc:
             raise ProfileError(f"profile {where}: {exc}") from None
     return out
@@ -463,37 +280,10 @@ class ResolvedMagCache:
 
 # ---------------------------------------------------------------------------------------------- middleware
 @attrs.define
-class _CalibrationRecord:
-    branch: str
-    role: str
-    ratios: list[float] = attrs.field(factory=list)
-    std: list[float] = attrs.field(factory=list)
-    cosine_distance: list[float] = attrs.field(factory=list)
-
-
-@attrs.define
 class _MagState:
     reuse: StepReuse
     role: str | None = None
     calibration_residual: torch.Tensor | None = None
-
-
-def residual_metrics(current: torch.Tensor, previous: torch.Tensor) -> tuple[float, float, float]:
-    """MagCache's calibration metrics of two consecutive residuals, in float32 over the last dim (tokens):
-    ``(mean(|r_t| / |r_{t-1}|), std(|r_t| / |r_{t-1}|), mean(1 - cos(r_t, r_{t-1})))``. One host sync.
-
-    As MagCache's calibration code, without diffusers' ``+1e-8`` in the denominator (a zero norm is clamped to
-    the smallest normal float32 instead); ``std`` is torch's unbiased one (0.0 for a single token).
-    """
-    cur = current.float()
-    prev = previous.float()
-    ratio = torch.linalg.vector_norm(cur, dim=-1) / torch.linalg.vector_norm(prev, dim=-1).clamp_min(
-        torch.finfo(torch.float32).tiny
-    )
-    std = ratio.std() if ratio.numel() > 1 else torch.zeros((), device=ratio.device)
-    cos = (1.0 - F.cosine_similarity(cur, prev, dim=-1, eps=1e-8)).mean()
-    mean, sd, cd = torch.stack([ratio.mean(), std, cos]).tolist()
-    return float(mean), float(sd), float(cd)
 
 
 class MagCache(CacheMiddleware[_MagState]):
@@ -512,7 +302,7 @@ class MagCache(CacheMiddleware[_MagState]):
         super().__init__(config)
         self.resolved = resolved
         self._schedules: dict[tuple[str, int], MagCacheSchedule] = {}
-        self._calibration: dict[Hashable, _CalibrationRecord] = {}
+        self._calibration = MagCacheCalibration()
         self._module_class: str | None = None
 
     def bind(self, module: nn.Module, num_blocks: int) -> None:
@@ -572,25 +362,13 @@ class MagCache(CacheMiddleware[_MagState]):
 
     # ------------------------------------------------------------------ calibration
     def _start_calibration(self, branch: Hashable, role: str) -> None:
-        records = self._calibration
-        if branch in records or any(len(r.ratios) > 1 for r in records.values()):
-            records.clear()  # a new calibration run
-        records[branch] = _CalibrationRecord(branch=str(branch), role=role)
+        self._calibration.start(branch, role)
 
     def _calibration_step(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput:
         h_in = ctx.hidden_states
         hidden, encoder = call_next(ctx)
         residual = hidden - h_in
-        previous = state.calibration_residual
-        if previous is None or previous.shape != residual.shape:
-            ratio, std, cos = 1.0, 0.0, 0.0  # the padding entry: no ratio for the first step
-        else:
-            ratio, std, cos = residual_metrics(residual, previous)
-        record = self._calibration.get(ctx.branch)
-        if record is not None:
-            record.ratios.append(ratio)
-            record.std.append(std)
-            record.cosine_distance.append(cos)
+        ratio, std, cos = self._calibration.measure(ctx.branch, residual, state.calibration_residual)
         state.calibration_residual = residual
         self.record(ctx, True, role=state.role, ratio=ratio, std=std, cosine_distance=cos)
         return hidden, encoder
@@ -602,49 +380,7 @@ class MagCache(CacheMiddleware[_MagState]):
         ``cosine_distance``, and the recorded ``branches``. ``model`` names the profile (default: the config's
         ``model``, else the module's class name). Raises ValueError if nothing was calibrated.
         """
-        records = list(self._calibration.values())
-        if not records:
-            raise ValueError(
-                "calibrate: no calibration data; apply MagCache with MagCacheConfig(calibrate=True) and run one "
-                "complete generation first"
-            )
-        by_role: dict[str, _CalibrationRecord] = {}
-        branches = []
-        for rec in records:
-            used = rec.role not in by_role
-            if used:
-                by_role[rec.role] = rec
-            branches.append({"branch": rec.branch, "role": rec.role, "steps": len(rec.ratios), "used": used})
-        if "cond" not in by_role:  # only uncond-named branches ran: their curve is the only one there is
-            by_role = {"cond": by_role.pop("uncond"), **by_role}
-        lengths = {role: len(rec.ratios) for role, rec in by_role.items()}
-        if len(set(lengths.values())) > 1:
-            raise ValueError(
-                f"calibrate: the branches recorded different step counts {lengths}; run one complete generation "
-                "(every branch, every step) before reading the profile"
-            )
-        num_steps = next(iter(lengths.values()))
-        if num_steps < 2:
-            raise ValueError(f"calibrate: {num_steps} step recorded; a profile needs a run of at least 2 steps")
-        data = {
-            "num_steps": num_steps,
-            "curves": {role: list(rec.ratios) for role, rec in by_role.items()},
-            "std": {role: list(rec.std) for role, rec in by_role.items()},
-            "cosine_distance": {role: list(rec.cosine_distance) for role, rec in by_role.items()},
-            "branches": branches,
-        }
-        from ditcache.core.version import VERSION as __version__
-
-        meta: dict[str, Any] = {
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "module_class": self._module_class,
-            "ditcache_version": __version__,
-            "torch_version": torch.__version__,
-            "metric": "mean_tokens(||r_t||_2 / ||r_{t-1}||_2) of the block-stack residual, float32",
-        }
-        meta.update(metadata or {})
-        name = model or self.config.model or self._module_class
-        return Profile(kind="magcache", model=name, data=data, metadata=meta)
+        return self._calibration.profile(model or self.config.model or self._module_class, self._module_class, metadata)
 
     def save_profile(
         self,

@@ -23,39 +23,115 @@ import torch
 from ditcache.caches.taylorseer import FORECAST_METHODS, TaylorSeer
 from ditcache.core.cache import FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.validators import StrictConfig, from_dict, int_ge, is_bool, one_of, optional, plain_scalar
 
-__all__ = ["FORECAST_TARGETS", "ForecastSettings", "OutputCache", "ResidualCache", "StepReuse"]
+__all__ = [
+    "FORECAST_TARGETS",
+    "ForecastSettings",
+    "OutputCache",
+    "ResidualCache",
+    "StepReuse",
+    "settle_forecast",
+]
 
 FORECAST_TARGETS = ("residual", "output")
 """What a step-level cache reuses on skipped steps: the blocks' residual, or the model's output."""
 
 
-def _v_order(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"taylorseer_order: expected an int >= 0 (1 or 2 are usual), got {value!r}")
-
-
-def _v_method(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in FORECAST_METHODS:
-        raise ValueError(f"taylorseer_method: expected one of {list(FORECAST_METHODS)}, got {value!r}")
-
-
-def _v_target(inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if value not in FORECAST_TARGETS:
-        raise ValueError(f"taylorseer_target: expected one of {list(FORECAST_TARGETS)}, got {value!r}")
+_FLAT = {
+    "order": "taylorseer_order",
+    "method": "taylorseer_method",
+    "target": "taylorseer_target",
+    "derivative_delay": "taylorseer_derivative_delay",
+    "encoder": "taylorseer_encoder",
+}
+"""ForecastSettings field -> the flat config keyword that spells it (``TeaCacheConfig(taylorseer_order=2)``)."""
 
 
 @attrs.frozen
-class ForecastSettings:
-    """How a step-level cache forecasts its residual (None of these: plain reuse)."""
+class ForecastSettings(StrictConfig):
+    """How a cache forecasts what it reuses on skipped steps (TaylorSeer, see :mod:`ditcache.caches.taylorseer`).
 
-    order: int = attrs.field(default=1, validator=_v_order)
-    method: str = attrs.field(default="taylor", validator=_v_method)
-    target: str = attrs.field(default="residual", validator=_v_target)
+    The one forecasting option of the three caches: ``TeaCacheConfig(forecast=ForecastSettings(order=2))``,
+    ``MagCacheConfig(forecast={"order": 2, "method": "newton"})`` or ``DBCacheConfig(forecast=ForecastSettings())``.
+    The flat spellings (``taylorseer=True, taylorseer_order=2, ...``) build the same settings.
+    """
+
+    order: int = attrs.field(default=1, converter=plain_scalar, validator=int_ge(0))
+    """Order of the expansion (1 or 2 are usual; 0 reuses the last value)."""
+    method: str = attrs.field(default="taylor", validator=one_of(FORECAST_METHODS))
+    """``"taylor"`` (the published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
+    target: str = attrs.field(default="residual", validator=one_of(FORECAST_TARGETS))
+    """``"residual"``: the blocks' residual (the head still runs); ``"output"``: the model's output itself (step-level
+    caches only, the outermost one; diffusers' TaylorSeer lite)."""
+    derivative_delay: int | None = attrs.field(
+        default=None, converter=plain_scalar, validator=optional(int_ge(0), "the cache's default")
+    )
+    """Updates fewer than this many steps after a generation's first step form no derivatives. None: the cache's
+    default (DBCache 3, as cache-dit; TeaCache and MagCache 0)."""
+    encoder: bool = attrs.field(default=True, converter=plain_scalar, validator=is_bool)
+    """Also forecast the encoder (text) stream's residual (cache-dit's ``enable_encoder_calibrator``)."""
 
     def forecaster(self) -> TaylorSeer:
         """A fresh forecaster for one stream."""
-        return TaylorSeer(self.order, method=self.method)
+        return TaylorSeer(self.order, method=self.method, derivative_delay=self.derivative_delay or 0)
+
+
+def settle_forecast(config: Any, *, derivative_delay: int | None = None, block_level: bool = False) -> None:
+    """Reconcile a config's nested ``forecast`` with its flat ``taylorseer*`` settings (call from post-init).
+
+    The config declares ``_forecast: ForecastSettings | None = attrs.field(default=None)`` (keyword ``forecast``)
+    and the flat fields it supports (``taylorseer``, ``taylorseer_order``, ``taylorseer_method`` and optionally
+    ``taylorseer_target``, ``taylorseer_derivative_delay``, ``taylorseer_encoder``).
+
+    Afterwards ``config._forecast`` is a complete :class:`ForecastSettings` (None when forecasting is off) and the
+    flat fields mirror it, so both spellings give equal configs. A nested value may be a ForecastSettings or a
+    dict; flat settings given beside it must agree with it. ``derivative_delay`` (if given) fills a None delay;
+    ``block_level`` refuses the ``"output"`` target (a block-level cache cannot return the model's output).
+    """
+    name = type(config).__name__
+    flat = {key: kw for key, kw in _FLAT.items() if hasattr(config, kw)}
+    defaults = {f.name: f.default for f in attrs.fields(type(config))}
+    nested = config._forecast
+    if nested is not None:
+        if isinstance(nested, Mapping):
+            try:
+                nested = from_dict(ForecastSettings, nested)
+            except (TypeError, ValueError) as exc:
+                msg = str(exc).replace("ForecastSettings", f"{name}.forecast", 1)
+                raise type(exc)(msg) from None
+        elif not isinstance(nested, ForecastSettings):
+            raise TypeError(f"{name}.forecast: expected a ForecastSettings, a dict or None, got {nested!r}")
+        given = {kw: getattr(config, kw) for kw in flat.values() if getattr(config, kw) != defaults[kw]}
+        if config.taylorseer:
+            given["taylorseer"] = True
+        clash = [kw for key, kw in flat.items() if kw in given and given[kw] != getattr(nested, key)]
+        if clash:
+            raise ValueError(
+                f"{name}.forecast: the flat setting(s) {clash} disagree with forecast={nested!r}; give the "
+                "forecasting settings one way (forecast=... or taylorseer=True, taylorseer_*=...)"
+            )
+        object.__setattr__(config, "taylorseer", True)
+    elif config.taylorseer:
+        nested = ForecastSettings(**{key: getattr(config, kw) for key, kw in flat.items()})
+    else:
+        target = flat.get("target")
+        if target is not None and getattr(config, target) == "output":
+            raise ValueError(
+                f"{name}.taylorseer_target: 'output' forecasts with TaylorSeer; set taylorseer=True "
+                "(taylorseer_order=0 reuses the last output)"
+            )
+    if nested is not None:
+        if nested.derivative_delay is None and derivative_delay is not None:
+            nested = attrs.evolve(nested, derivative_delay=derivative_delay)
+        if block_level and nested.target != "residual":
+            raise ValueError(
+                f"{name}.forecast.target: a block-level cache forecasts the middle blocks' residual; expected "
+                f"'residual', got {nested.target!r}"
+            )
+        for key, kw in flat.items():
+            object.__setattr__(config, kw, getattr(nested, key))
+    object.__setattr__(config, "_forecast", nested)
 
 
 class ResidualCache:
@@ -69,7 +145,7 @@ class ResidualCache:
         self.encoder: torch.Tensor | None = None
         self.step = -1
         self.hidden_seer: TaylorSeer | None = forecast.forecaster() if forecast else None
-        self.encoder_seer: TaylorSeer | None = forecast.forecaster() if forecast else None
+        self.encoder_seer: TaylorSeer | None = forecast.forecaster() if forecast and forecast.encoder else None
 
     def usable_for(self, hidden_states: torch.Tensor) -> bool:
         """Whether a residual exists and fits this step's hidden states."""

@@ -23,15 +23,18 @@ Coefficients come from, in order: ``coefficients`` (one polynomial for every bra
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 import attrs
+import numpy as np
 import torch
 from torch import nn
 
-from ditcache.caches.reuse import ForecastSettings, StepReuse
+from ditcache.caches.reuse import FORECAST_TARGETS, ForecastSettings, StepReuse, settle_forecast
+from ditcache.caches.taylorseer import FORECAST_METHODS
 from ditcache.core._compile import eager
 from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
@@ -40,18 +43,23 @@ from ditcache.core.extractor import Extractor
 from ditcache.core.log import get_logger
 from ditcache.core.metrics import rel_l1
 from ditcache.core.runtime import apply_cache
-from ditcache.core.validators import check_keys, coerce_config, is_bool, opt_bool, opt_int_at_least
+from ditcache.core.validators import (
+    StrictConfig,
+    coerce_config,
+    finite,
+    int_ge,
+    is_bool,
+    non_empty_str,
+    one_of,
+    optional,
+    plain_scalar,
+)
 from ditcache.presets.teacache import TEACACHE_PRESETS, TeaCachePreset, infer_teacache_model
 from ditcache.profiles import Profile, ProfileError, find_profile, load_profile, profile_path, profile_reference
 
 __all__ = ["TeaCache", "TeaCacheConfig", "apply_teacache_hook", "profile_coefficients"]
 
 _log = get_logger("ditcache.caches.teacache")
-
-
-def _positive(inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"TeaCacheConfig.{attribute.name}: expected a finite number > 0, got {value!r}")
 
 
 def _coefficients(value: Any) -> tuple[float, ...] | None:
@@ -93,30 +101,30 @@ def _check_profile(inst: Any, attribute: attrs.Attribute[Any], value: str | None
         raise ValueError(f"TeaCacheConfig.{exc}") from None
 
 
-def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or value not in TEACACHE_PRESETS):
-        raise ValueError(
-            f"TeaCacheConfig.model: unknown model {value!r}; allowed values: {sorted(TEACACHE_PRESETS)} "
-            "(or leave it None to infer it from the module, or pass coefficients=...)"
-        )
-
-
-def _opt_str(inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None and (not isinstance(value, str) or not value):
-        raise TypeError(f"TeaCacheConfig.{attribute.name}: expected a non-empty string or None, got {value!r}")
+RESCALINGS = ("monotone", "published", "abs")
+"""How TeaCache maps the indicator distance ``x`` to what it accumulates (see :class:`TeaCacheConfig.rescale`)."""
 
 
 @attrs.frozen(kw_only=True)
-class TeaCacheConfig:
+class TeaCacheConfig(StrictConfig):
     """Settings of TeaCache. Frozen and validated; unknown keys are refused by :meth:`from_dict`.
 
     ``None`` for ``indicator``, ``warmup_steps`` and ``force_last_step`` means "what the model's preset says"
     (the reference: first step computed, last step forced).
     """
 
-    rel_l1_thresh: float = attrs.field(default=0.2, validator=_positive)
+    rel_l1_thresh: float = attrs.field(default=0.2, converter=plain_scalar, validator=finite(gt=0))
     """Threshold on the accumulated rescaled distance; larger skips more (FLUX: 0.25 -> ~1.5x, 0.6 -> ~2x)."""
-    model: str | None = attrs.field(default=None, validator=_check_model)
+    model: str | None = attrs.field(
+        default=None,
+        validator=optional(
+            one_of(
+                TEACACHE_PRESETS,
+                label="model",
+                hint="or leave it None to infer it from the module, or pass coefficients=...",
+            )
+        ),
+    )
     """Preset key (see ``ditcache.presets.teacache.TEACACHE_PRESETS``); inferred from the module when None."""
     coefficients: tuple[float, ...] | None = attrs.field(
         default=None, converter=_coefficients, validator=_check_coefficients
@@ -129,39 +137,51 @@ class TeaCacheConfig:
     unnamed ones by their order in the run, as calibration assigned them), and the indicator they were fitted on.
     Exclusive with ``coefficients``; with ``model`` the preset still gives the warm-up and last-step settings.
     Loaded when the cache is applied."""
-    indicator: str | None = attrs.field(default=None, validator=_opt_str)
+    indicator: str | None = attrs.field(default=None, validator=optional(non_empty_str))
     """``extra_states`` key of the indicator tensor; None uses the preset's (normally the modulated input)."""
-    num_inference_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
+    num_inference_steps: int | None = attrs.field(default=None, converter=plain_scalar, validator=optional(int_ge(1)))
     """Steps per generation, when known up front (``ditcache.refresh`` can set it per run instead)."""
-    warmup_steps: int | None = attrs.field(default=None, validator=opt_int_at_least(0))
+    warmup_steps: int | None = attrs.field(default=None, converter=plain_scalar, validator=optional(int_ge(0)))
     """Steps always computed at the start of a generation (reference: 1, Wan ret-mode: 5)."""
-    force_last_step: bool | None = attrs.field(default=None, validator=opt_bool)
+    force_last_step: bool | None = attrs.field(default=None, converter=plain_scalar, validator=optional(is_bool))
     """Always compute the last step when the step count is known (reference: True)."""
-    max_consecutive_skips: int | None = attrs.field(default=None, validator=opt_int_at_least(1))
+    max_consecutive_skips: int | None = attrs.field(
+        default=None, converter=plain_scalar, validator=optional(int_ge(1), "no cap")
+    )
     """Cap on skips in a row (None: no cap, as in the reference)."""
-    abs_rescaled: bool = attrs.field(default=False, validator=is_bool)
-    """Accumulate ``abs(poly(x))`` instead of ``poly(x)`` (ComfyUI-TeaCache, vLLM-Omni)."""
-    taylorseer: bool = attrs.field(default=False, validator=is_bool)
-    """Forecast the reused residual with TaylorSeer instead of reusing the last one (see
+    rescale: str = attrs.field(default="monotone", validator=one_of(RESCALINGS))
+    """How the distance ``x`` is rescaled before it is accumulated: ``"monotone"`` (default) the polynomial made
+    never negative and never decreasing over ``x >= 0`` (an initial descent is flattened to its bottom, later dips
+    are held at the previous high, negative values become 0; see :meth:`ResolvedTeaCache.rescale`), so a larger
+    change never makes a step more skippable; ``"published"`` the polynomial as published (the reference; it goes
+    below zero outside its fitted range, e.g. Wan 2.1 1.3B's at ``x = 0.31``); ``"abs"`` its absolute value
+    (``abs_rescaled=True``)."""
+    abs_rescaled: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
+    """Accumulate ``abs(poly(x))`` instead of ``poly(x)`` (ComfyUI-TeaCache, vLLM-Omni); the same as
+    ``rescale="abs"``."""
+    taylorseer: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
+    """Forecast the reused residual with TaylorSeer (the flat spelling of ``forecast``; see
     ``ditcache.caches.taylorseer``)."""
-    taylorseer_order: int = attrs.field(default=1)
-    """TaylorSeer order (validated by :class:`~ditcache.caches.reuse.ForecastSettings`)."""
-    taylorseer_method: str = attrs.field(default="taylor")
+    taylorseer_order: int = attrs.field(default=1, converter=plain_scalar, validator=int_ge(0))
+    """TaylorSeer order (``forecast.order``)."""
+    taylorseer_method: str = attrs.field(default="taylor", validator=one_of(FORECAST_METHODS))
     """``"taylor"`` (published expansion) or ``"newton"`` (exact for polynomials up to the order)."""
-    taylorseer_target: str = attrs.field(default="residual")
+    taylorseer_target: str = attrs.field(default="residual", validator=one_of(FORECAST_TARGETS))
     """What is forecast on skipped steps: ``"residual"`` (the blocks' residual; the head still runs) or ``"output"``
     (the model's output itself, skipping the head too, as diffusers' TaylorSeer lite). Needs ``taylorseer=True``."""
+    _forecast: ForecastSettings | None = attrs.field(default=None)
+    """``forecast=``: the forecasting settings as one :class:`~ditcache.caches.reuse.ForecastSettings` (or a dict of
+    its fields); the same as ``taylorseer=True`` with the ``taylorseer_*`` settings. Read it with :meth:`forecast`."""
 
     def __attrs_post_init__(self) -> None:
-        try:
-            ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
-        except ValueError as exc:
-            raise ValueError(f"TeaCacheConfig.{exc}") from None
-        if self.taylorseer_target == "output" and not self.taylorseer:
+        settle_forecast(self)
+        if self.abs_rescaled and self.rescale == "published":
             raise ValueError(
-                "TeaCacheConfig.taylorseer_target: 'output' forecasts with TaylorSeer; set taylorseer=True "
-                "(taylorseer_order=0 reuses the last output)"
+                "TeaCacheConfig.rescale: 'published' and abs_rescaled=True disagree; use rescale='abs' alone"
             )
+        if self.abs_rescaled or self.rescale == "abs":
+            object.__setattr__(self, "rescale", "abs")
+            object.__setattr__(self, "abs_rescaled", True)
         if self.profile is not None and self.coefficients is not None:
             raise ValueError(
                 "TeaCacheConfig.profile: give either coefficients or profile, not both (each gives the polynomial)"
@@ -169,15 +189,7 @@ class TeaCacheConfig:
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
-        if not self.taylorseer:
-            return None
-        return ForecastSettings(self.taylorseer_order, self.taylorseer_method, self.taylorseer_target)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TeaCacheConfig:
-        """Build from a mapping; an unknown key is an error naming the allowed ones."""
-        check_keys(cls, data)
-        return cls(**data)
+        return self._forecast
 
     def resolve(self, module: nn.Module | None) -> ResolvedTeaCache:
         """Combine this config with the model's preset or its profile."""
@@ -210,6 +222,7 @@ class TeaCacheConfig:
             else (preset.force_last_step if preset else True),
             max_consecutive_skips=self.max_consecutive_skips,
             abs_rescaled=self.abs_rescaled,
+            rescaling=self.rescale,
             preset=key if self.coefficients is None else None,
             source=preset.source if (preset and self.coefficients is None) else "user coefficients",
         )
@@ -240,6 +253,7 @@ class TeaCacheConfig:
             else (preset.force_last_step if preset else True),
             max_consecutive_skips=self.max_consecutive_skips,
             abs_rescaled=self.abs_rescaled,
+            rescaling=self.rescale,
             preset=None,
             source=f"profile {where}",
             branch_coefficients=branches,
@@ -310,6 +324,8 @@ class ResolvedTeaCache:
     abs_rescaled: bool
     preset: str | None
     source: str
+    rescaling: str = "monotone"
+    """One of :data:`RESCALINGS` (see :attr:`TeaCacheConfig.rescale`)."""
     branch_coefficients: dict[str, tuple[float, ...]] = attrs.field(factory=dict)
     """Per-branch polynomials of a calibrated profile (``"cond"``, ``"uncond"``); empty: one for every branch."""
 
@@ -320,11 +336,52 @@ class ResolvedTeaCache:
         return self.branch_coefficients.get(role, self.coefficients)
 
     def rescale(self, x: float, role: str | None = None) -> float:
-        """The polynomial of ``role`` at ``x`` (Horner's rule in float64, as ``numpy.poly1d``)."""
-        y = 0.0
-        for c in self.coefficients_for(role):
-            y = y * x + c
-        return abs(y) if self.abs_rescaled else y
+        """The rescaled distance of ``role`` at ``x >= 0`` (Horner's rule in float64, as ``numpy.poly1d``), as
+        :attr:`rescaling` says: the polynomial itself (``"published"``), its absolute value (``"abs"``), or
+        (``"monotone"``) ``max(0, max of poly over [a, max(x, a)])``, where ``a`` is the bottom of the polynomial's
+        initial descent (its first local minimum when it falls from 0, else 0): never negative, never decreasing,
+        and equal to the polynomial wherever it rises to a new high."""
+        coefficients = self.coefficients_for(role)
+        y = _horner(coefficients, x)
+        if self.rescaling == "published":
+            return y
+        if self.rescaling == "abs":
+            return abs(y)
+        start, peaks = _monotone_shape(coefficients)
+        if start is None:  # falls from x = 0 without a bottom: never positive for x >= 0
+            return 0.0
+        x = max(x, start)
+        best = max(_horner(coefficients, start), _horner(coefficients, x))
+        for peak in peaks:
+            if peak >= x:
+                break
+            best = max(best, _horner(coefficients, peak))
+        return max(0.0, best)
+
+
+def _horner(coefficients: tuple[float, ...], x: float) -> float:
+    y = 0.0
+    for c in coefficients:
+        y = y * x + c
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _monotone_shape(coefficients: tuple[float, ...]) -> tuple[float | None, tuple[float, ...]]:
+    """Where the monotone rescaling starts rising (the first local minimum when the polynomial falls from
+    ``x = 0``, else 0; None when it falls without a bottom) and its local maxima after that, ascending."""
+    poly = np.poly1d(coefficients)
+    if poly.order == 0:
+        return 0.0, ()
+    d1, d2 = poly.deriv(), poly.deriv(2)
+    roots = sorted(float(r.real) for r in np.atleast_1d(d1.roots) if abs(r.imag) < 1e-9 and r.real > 0)
+    start: float | None = 0.0
+    if d1(0.0) < 0:
+        minima = [r for r in roots if d2(r) > 0]
+        start = minima[0] if minima else None
+    if start is None:
+        return None, ()
+    return start, tuple(r for r in roots if r > start and d2(r) < 0)
 
 
 @attrs.define

@@ -195,6 +195,8 @@ def config_params(config: Any) -> dict[str, Any]:
     """The fields of an attrs config that differ from their defaults, as JSON-ready values."""
     out: dict[str, Any] = {}
     for field in attrs.fields(type(config)):
+        if field.name.startswith("_"):  # a private field mirrors public ones (the nested forecast: taylorseer_*)
+            continue
         value = getattr(config, field.name)
         default = field.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
