@@ -19,7 +19,7 @@ import ditcache
 from ditcache import TeaCacheConfig, apply_teacache_hook, profiles
 from ditcache.bundled import load_digits_dit, sample
 from ditcache.caches.teacache import branch_coefficient_role, profile_coefficients
-from ditcache.calibration.calibrate import (
+from ditcache.calibration import (
     CalibrationError,
     CalibrationTarget,
     SearchSettings,
@@ -471,7 +471,7 @@ def _user_module_source() -> str:
         "from typing import Any\n"
         "import torch\n"
         "from diffusers import FluxTransformer2DModel\n"
-        "from ditcache.calibration.calibrate import CalibrationTarget\n\n"
+        "from ditcache.calibration import CalibrationTarget\n\n"
         f"_TINY_FLUX = {_TINY_FLUX!r}\n\n"
     )
     return header + inspect.getsource(_tiny_loop) + USER_FACTORIES
@@ -552,7 +552,7 @@ def test_cli_search_method(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         (["--model", "no_such_module_xyz:f"], "--model", "cannot import module 'no_such_module_xyz'"),
         (["--model", "{mod}:missing"], "--model", "has no attribute 'missing'"),
         (["--model", "{mod}:NOT_CALLABLE"], "--model", "is not callable"),
-        (["--model", "{mod}:not_a_target"], "--model", "returned a int; expected a ditcache.calibration.calibrate"),
+        (["--model", "{mod}:not_a_target"], "--model", "returned a int; expected a ditcache.calibration.CalibrationTarget"),
         (["--model", "{mod}:no_extractor"], "--model", "no extractor is registered for Linear"),
         (["--model", "{mod}:strict", "--config", '{"colour": 1}'], "--config", "does not accept"),
         (["--model", "{mod}:strict", "--cfg", "2"], "--cfg", "does not accept guidance_scale"),

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.set_defaults(handler=_cmd_info)
 
-    from ditcache.calibration.calibrate import add_parser as add_calibrate_parser
+    from ditcache.tools.calibrate_cmd import add_parser as add_calibrate_parser
 
     add_calibrate_parser(commands)
     return parser
