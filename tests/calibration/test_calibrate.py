@@ -552,7 +552,11 @@ def test_cli_search_method(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
         (["--model", "no_such_module_xyz:f"], "--model", "cannot import module 'no_such_module_xyz'"),
         (["--model", "{mod}:missing"], "--model", "has no attribute 'missing'"),
         (["--model", "{mod}:NOT_CALLABLE"], "--model", "is not callable"),
-        (["--model", "{mod}:not_a_target"], "--model", "returned a int; expected a ditcache.calibration.CalibrationTarget"),
+        (
+            ["--model", "{mod}:not_a_target"],
+            "--model",
+            "returned a int; expected a ditcache.calibration.CalibrationTarget",
+        ),
         (["--model", "{mod}:no_extractor"], "--model", "no extractor is registered for Linear"),
         (["--model", "{mod}:strict", "--config", '{"colour": 1}'], "--config", "does not accept"),
         (["--model", "{mod}:strict", "--cfg", "2"], "--cfg", "does not accept guidance_scale"),

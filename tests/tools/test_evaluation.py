@@ -15,6 +15,7 @@ import ditcache
 from ditcache import DBCacheConfig, MagCacheConfig, TeaCacheConfig
 from ditcache.bundled import DigitsDiT, load_digits_dit, sample
 from ditcache.caches.magcache import magcache_schedule
+from ditcache.core.metrics import psnr
 from ditcache.tools.evaluation import (
     BlockCounter,
     BranchDecisions,
@@ -27,7 +28,6 @@ from ditcache.tools.evaluation import (
     evaluation_units,
     max_abs_error,
     ours,
-    psnr,
 )
 
 STEPS = 6
