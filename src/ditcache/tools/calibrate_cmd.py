@@ -308,9 +308,9 @@ def _print_comparison(console: Any, found: BorrowedComparison) -> None:
     )
     if found.worse:
         console.print(
-            f"[yellow]warning: the fitted coefficients cache worse than the borrowed {found.preset} ones they would "
-            f"replace ({-found.margin:.2f} dB lower); use --method search, or keep the preset (TeaCacheConfig("
-            f"model={found.preset!r}))[/yellow]",
+            f"[yellow]warning: the fitted coefficients cache worse than those of the preset {found.preset} they "
+            f"would replace ({-found.margin:.2f} dB lower); use --method search, or keep the preset "
+            f"(TeaCacheConfig(model={found.preset!r}))[/yellow]",
             highlight=False,
             soft_wrap=True,
         )
