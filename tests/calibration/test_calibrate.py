@@ -10,10 +10,11 @@ import torch
 
 import ditcache
 from _support.calibration import LABELS, STEPS
-from ditcache import TeaCacheConfig, apply_teacache_hook
+from ditcache import TeaCacheConfig, apply_teacache_hook, profiles
 from ditcache.bundled import load_digits_dit, sample
 from ditcache.caches.teacache import profile_coefficients
 from ditcache.calibration import CalibrationTarget, calibrate
+from ditcache.calibration.run import shipped_profiles_hidden
 
 
 def test_calibration_on_the_bundled_model(digits_target: CalibrationTarget, tmp_path: Path) -> None:
@@ -85,3 +86,16 @@ def test_calibrate_refuses_a_cached_model_and_silent_runs(digits_target: Calibra
     assert ditcache.get_cache_runtime(digits_target.transformer) is None
     with pytest.raises(ValueError, match="num_steps: expected an int >= 2"):
         calibrate(digits_target, num_steps=1)
+
+
+def test_shipped_profiles_a_save_would_hide(digits_target: CalibrationTarget, tmp_path: Path) -> None:
+    shipped = profiles.bundled_profile_dir()
+    both = {"teacache": shipped / "digits-dit.teacache.json", "magcache": shipped / "digits-dit.magcache.json"}
+    assert shipped_profiles_hidden("digits-dit") == both  # the profile directory, looked up before the shipped ones
+    assert shipped_profiles_hidden("digits-dit", tmp_path / "store") == both
+    assert shipped_profiles_hidden("digits-dit", tmp_path / "elsewhere") == {}
+    assert shipped_profiles_hidden("my-model") == {}
+    result = calibrate(digits_target, num_steps=4, samples=1, magcache=False, compare=False)
+    assert result.name == "digits-dit" and set(result.profiles()) == {"teacache"}
+    assert result.shadowed() == {"teacache": both["teacache"]}
+    assert result.shadowed(tmp_path / "elsewhere") == {}

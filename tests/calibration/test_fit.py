@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ditcache.calibration import fit_teacache_coefficients
+from ditcache.calibration.fit import padded_coefficients
 
 
 def test_fit_recovers_a_known_polynomial() -> None:
@@ -49,3 +50,10 @@ def test_fit_with_noise_reports_r2_and_pads_lower_degrees() -> None:
 def test_fit_refuses_bad_input(x: list[float], y: list[float], degree: Any, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         fit_teacache_coefficients(x, y, degree)
+
+
+def test_padded_coefficients_fill_the_leading_powers() -> None:
+    assert padded_coefficients([2.0, 1.0]) == (0.0, 0.0, 0.0, 2.0, 1.0)
+    assert padded_coefficients((1, 2, 3, 4, 5)) == (1.0, 2.0, 3.0, 4.0, 5.0)
+    with pytest.raises(ValueError, match=r"coefficients: expected at most 5 numbers, got 6"):
+        padded_coefficients([1, 2, 3, 4, 5, 6])

@@ -5,6 +5,7 @@ profiles a default name would hide."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -166,3 +167,67 @@ def test_cli_evaluate_needs_an_output_tensor(
 def test_cli_bad_numbers_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["calibrate", *args]) == 2
     assert args[0] in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ issue 10, item 15
+def test_cli_finds_a_module_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "calib_here.py").write_text(user_module_source())
+    monkeypatch.chdir(project)
+    # The `ditcache` console script starts with its own bin directory on sys.path, not the current directory
+    # (unlike `python -m`): emulate that.
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", os.getcwd())])
+    sys.modules.pop("calib_here", None)
+    argv = ["calibrate", "--model", "calib_here:make", "--steps", "4", "--samples", "1", "--no-compare"]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "o" / "tiny-user.teacache.json").is_file()
+    assert Path(sys.modules["calib_here"].__file__ or "").parent == project
+
+
+def test_cli_bare_calibrate_refuses_to_hide_the_shipped_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    assert (profiles.bundled_profile_dir() / "digits-dit.teacache.json").is_file()
+    quick = ["--config", json.dumps({"labels": [3]}), "--steps", "4", "--samples", "1", "--no-compare"]
+    assert main(["calibrate", *quick]) == 2
+    err = capsys.readouterr().err
+    assert "error: --name: 'digits-dit' is the name of a profile shipped with ditcache" in err
+    assert "Pass --name NAME" in err and "--out DIR" in err
+    assert not any(store.glob("*.json"))
+    before = TeaCacheConfig(profile="digits-dit").resolve(None)
+    assert "bundled" in before.source
+    # Another name, or the shipped name given explicitly: written, and the second says what it hides
+    assert main(["calibrate", *quick, "--name", "mine"]) == 0
+    assert "hides the shipped profile" not in capsys.readouterr().out
+    assert (store / "mine.teacache.json").is_file()
+    assert main(["calibrate", *quick, "--name", "digits-dit"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the profile directory now holds 'digits-dit', which hides the shipped profile" in out
+    assert TeaCacheConfig(profile="digits-dit").resolve(None).source == f"profile {store / 'digits-dit.teacache.json'}"
+
+
+def test_cli_warns_when_the_fit_caches_worse_than_the_borrowed_preset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ["calibrate", "--config", json.dumps({"labels": [3]}), "--steps", "12", "--samples", "1"]
+    assert main([*argv, "--search-fractions", "0.3,0.5", "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    stored = json.loads((tmp_path / "o" / "digits-dit.teacache.json").read_text())["data"]["borrowed_comparison"]
+    assert stored["preset"] == "flux.1-dev" and stored["fractions"] == [0.3, 0.5] and stored["seeds"] == [0]
+    assert stored["worse"] and stored["fitted_objective"] < stored["borrowed_objective"]
+    line = f"fitted {stored['fitted_objective']:.2f} dB, borrowed {stored['borrowed_objective']:.2f} dB"
+    assert "compared with the borrowed preset flux.1-dev (seed 0, mean PSNR at computed fractions 0.3, 0.5)" in (
+        captured.out
+    )
+    assert line in captured.out
+    assert "warning: the fitted coefficients cache worse than those of the preset flux.1-dev" in captured.out
+    assert "calibrate.fit_worse_than_borrowed" in captured.err  # the structlog event, rendered on stderr
+    # --no-compare: no comparison, no warning
+    assert main([*argv, "--no-compare", "--out", str(tmp_path / "p")]) == 0
+    captured = capsys.readouterr()
+    assert "compared with the borrowed preset" not in captured.out and "fit_worse" not in captured.err
+    assert "borrowed_comparison" not in json.loads((tmp_path / "p" / "digits-dit.teacache.json").read_text())["data"]
