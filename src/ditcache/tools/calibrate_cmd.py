@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from ditcache.calibration import (
 from ditcache.calibration.run import shipped_profiles_hidden
 from ditcache.profiles import ProfileError, profile_dir, profile_path
 from ditcache.tools.argtypes import float_list, int_in, number_at_least
+from ditcache.tools.output import check_output_dir, result_table
 
 __all__ = ["add_parser"]
 
@@ -181,12 +181,9 @@ def _parse_config(text: str | None) -> dict[str, Any]:
 
 def _writable_dir(text: str | None) -> Path:
     directory = profile_dir() if text is None else Path(text).expanduser()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".ditcache-write-test-"):
-            pass
-    except OSError as exc:
-        raise CalibrationError("out", f"cannot write to {directory}: {exc.strerror or exc}") from None
+    problem = check_output_dir(directory)
+    if problem is not None:
+        raise CalibrationError("out", f"cannot write to {directory}: {problem}")
     return directory
 
 
@@ -205,12 +202,12 @@ def _fmt_coefficients(values: Sequence[float]) -> str:
 
 
 def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, Path], out: Path) -> None:
-    from rich.table import Table
-
     kept = " (kept under data.regression)" if result.search is not None else ""
-    tea = Table(title=f"[bold]TeaCache fit[/bold] (y = poly(x), numpy.polyfit){kept}", title_justify="left")
-    for col in ("branch", "points", "R^2", "x range", "coefficients [c4, c3, c2, c1, c0]"):
-        tea.add_column(col, overflow="fold")
+    tea = result_table(
+        f"[bold]TeaCache fit[/bold] (y = poly(x), numpy.polyfit){kept}",
+        ("branch", "points", "R^2", "x range", "coefficients [c4, c3, c2, c1, c0]"),
+        fold=True,
+    )
     for role, fit in result.fits.items():
         tea.add_row(
             role,
@@ -229,9 +226,11 @@ def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, 
     if result.search is not None:
         _print_search(console, result.search)
     if result.magcache is not None:
-        mag = Table(title="[bold]MagCache ratios[/bold] (mean over the samples)", title_justify="left")
-        mag.add_column("branch")
-        mag.add_column("ratios per step (padding 1.0 first)", overflow="fold")
+        mag = result_table(
+            "[bold]MagCache ratios[/bold] (mean over the samples)",
+            ("branch", "ratios per step (padding 1.0 first)"),
+            fold=True,
+        )
         for role, curve in result.magcache.data["curves"].items():
             mag.add_row(role, ", ".join(f"{v:.4f}" for v in curve))
         console.print(mag, highlight=False)
@@ -254,16 +253,13 @@ def _print_summary(console: Any, result: CalibrationResult, paths: Mapping[str, 
 
 
 def _print_search(console: Any, found: CoefficientSearch) -> None:
-    from rich.table import Table
-
     fractions = found.settings.fractions
     seeds = f"seeds {found.seeds[0]}-{found.seeds[-1]}" if len(found.seeds) > 1 else f"seed {found.seeds[0]}"
-    table = Table(
-        title=f"[bold]TeaCache coefficient search[/bold] (PSNR in dB against uncached outputs, {seeds})",
-        title_justify="left",
+    table = result_table(
+        f"[bold]TeaCache coefficient search[/bold] (PSNR in dB against uncached outputs, {seeds})",
+        ("candidate", *(f"@ {f:g}" for f in fractions), "objective", "runs"),
+        fold=True,
     )
-    for col in ("candidate", *(f"@ {f:g}" for f in fractions), "objective", "runs"):
-        table.add_column(col, overflow="fold")
     for c in sorted(found.candidates, key=lambda c: -c.objective):
         mark = " (chosen)" if c is found.chosen else ""
         table.add_row(
@@ -278,20 +274,17 @@ def _print_search(console: Any, found: CoefficientSearch) -> None:
     console.print(
         f"chosen: {found.chosen.label}, coefficients {_fmt_coefficients(found.coefficients)}", highlight=False
     )
-    thresholds = Table(title="[bold]Threshold table[/bold] of the chosen coefficients", title_justify="left")
-    for col in ("threshold", "computed fraction", "PSNR (dB)", "worst PSNR (dB)"):
-        thresholds.add_column(col)
+    thresholds = result_table(
+        "[bold]Threshold table[/bold] of the chosen coefficients",
+        ("threshold", "computed fraction", "PSNR (dB)", "worst PSNR (dB)"),
+    )
     for p in found.thresholds:
         thresholds.add_row(f"{p.threshold:g}", f"{p.computed_fraction:.3f}", f"{p.psnr:.2f}", f"{p.psnr_min:.2f}")
     console.print(thresholds, highlight=False)
 
 
 def _print_tradeoff(console: Any, points: Sequence[TradeoffPoint], title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    for col in ("coefficients", "threshold", "computed fraction", "PSNR (dB)", "worst PSNR (dB)"):
-        table.add_column(col)
+    table = result_table(title, ("coefficients", "threshold", "computed fraction", "PSNR (dB)", "worst PSNR (dB)"))
     for p in points:
         table.add_row(p.label, f"{p.threshold:g}", f"{p.computed_fraction:.3f}", f"{p.psnr:.2f}", f"{p.psnr_min:.2f}")
     console.print(table, highlight=False)
