@@ -304,6 +304,8 @@ class TradeoffMeter:
         """Runs at the operating points (:func:`operating_points`) nearest above and below each target fraction,
         widened once where the measured fractions do not bracket a target (the replay predicts the real fractions
         closely, not exactly)."""
+        if not points:
+            raise ValueError(f"{label}: no operating point (the rescaled distances are never positive)")
         wanted = {i for f in fractions for i in _bracket(points, f)}
         runs = self.measure(label, key, make_config, [points[i][1] for i in wanted])
         index = {p[1]: i for i, p in enumerate(points)}
