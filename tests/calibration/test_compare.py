@@ -120,6 +120,11 @@ def test_comparison_errors_name_the_argument(one_digit: CalibrationTarget) -> No
         compare_with_borrowed(one_digit, fitted, [("cond", [])], preset="flux.1-dev", **kwargs)
     with pytest.raises(ValueError, match=r"the profile's polynomial is not positive anywhere"):
         compare_with_borrowed(one_digit, _profile([0, 0, 0, 0, -1.0]), series, preset="flux.1-dev", **kwargs)
+    with pytest.raises(ValueError, match=r"fractions: expected computed fractions in \(0, 1\)"):
+        compare_with_borrowed(one_digit, fitted, series, preset="flux.1-dev", **{**kwargs, "fractions": (0.3, 1.0)})
+    magcache = profiles.Profile(kind="magcache", model=None, data={"curves": {"cond": [1.0]}})
+    with pytest.raises(TypeError, match=r"profile: expected a 'teacache' Profile, got 'magcache'"):
+        compare_with_borrowed(one_digit, magcache, series, preset="flux.1-dev", **kwargs)
     with pytest.raises(ValueError, match=r"references: expected one output per seed \(2\), got 1"):
         compare_with_borrowed(one_digit, fitted, series, preset="flux.1-dev", **{**kwargs, "seeds": [0, 1]})
 

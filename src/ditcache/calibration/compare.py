@@ -126,7 +126,13 @@ def compare_with_borrowed(
     recorded = [(role, x) for role, x in recorded if x.size]
     if not recorded:
         raise ValueError("series: expected recorded indicator changes, got none")
+    if not isinstance(profile, Profile) or profile.kind != "teacache":
+        raise TypeError(
+            f"profile: expected a 'teacache' Profile, got {getattr(profile, 'kind', type(profile).__name__)!r}"
+        )
     wanted = tuple(float(f) for f in fractions)
+    if not wanted or not all(0 < f < 1 for f in wanted):
+        raise ValueError(f"fractions: expected computed fractions in (0, 1) (exclusive), got {list(fractions)}")
     meter = TradeoffMeter(target, num_steps, seeds, references)
     borrowed_coefficients = padded_coefficients(TEACACHE_PRESETS[preset].coefficients)
     xs = [x for _, x in recorded]
