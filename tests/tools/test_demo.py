@@ -14,8 +14,9 @@ import torch
 from ditcache import TeaCacheConfig
 from ditcache.bundled import DigitsDiT, load_digits_dit
 from ditcache.tools.cli import main
-from ditcache.tools.demo import check_output_dir, demo_methods, run_demo
+from ditcache.tools.demo import demo_methods, run_demo
 from ditcache.tools.evaluation import EvalSettings, Method, ours
+from ditcache.tools.output import check_output_dir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

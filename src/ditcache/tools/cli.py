@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    from ditcache.tools.bench import add_parser as add_bench_parser
+    from ditcache.tools.bench.command import add_parser as add_bench_parser
     from ditcache.tools.demo import add_parser as add_demo_parser
 
     add_demo_parser(commands)
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     info.set_defaults(handler=_cmd_info)
 
-    from ditcache.calibration.calibrate import add_parser as add_calibrate_parser
+    from ditcache.tools.calibrate_cmd import add_parser as add_calibrate_parser
 
     add_calibrate_parser(commands)
     return parser

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,6 @@ from typing import Any
 import attrs
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from ditcache.bundled import DigitsDiT, load_digits_dit
 from ditcache.caches.dbcache import DBCacheConfig
@@ -37,21 +34,19 @@ from ditcache.tools.evaluation import (
     EvalSettings,
     Evaluation,
     Method,
-    RunResult,
     calibrate_magcache,
     evaluate,
     evaluation_units,
     ours,
 )
+from ditcache.tools.output import check_output_dir, fmt_psnr, progress_bar, result_table
+from ditcache.tools.plots import plot_decisions, plot_samples
 
 __all__ = [
     "DEFAULT_OUT",
     "DemoReport",
     "add_parser",
-    "check_output_dir",
     "demo_methods",
-    "plot_decisions",
-    "plot_samples",
     "run_demo",
 ]
 
@@ -94,106 +89,6 @@ def demo_methods(magcache_profile: str | os.PathLike[str]) -> list[Method]:
         ours("DBCache + TaylorSeer", db),
         ours("MagCache over DBCache", mag, db_inner),
     ]
-
-
-# ---------------------------------------------------------------------------------------------- output directory
-def check_output_dir(path: Path) -> str | None:
-    """Create ``path`` if needed and check that files can be written in it; None if fine, else the problem."""
-    if path.exists() and not path.is_dir():
-        return f"{path} exists and is not a directory"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot create the directory {path}: {exc.strerror or exc}"
-    try:
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".ditcache-write-test-"):
-            pass
-    except OSError as exc:
-        return f"cannot write in the directory {path}: {exc.strerror or exc}"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------- plots
-def _rows(evaluation: Evaluation) -> list[RunResult]:
-    return [evaluation.baseline, *(r for r in evaluation.results if r.ok)]
-
-
-def _row_label(r: RunResult) -> str:
-    if r.method.origin == "baseline":
-        return "uncached"
-    psnr = "identical" if math.isinf(r.psnr) else f"{r.psnr:.1f} dB"
-    return f"{r.name}\n{r.speedup:.2f}x, {psnr}"
-
-
-def plot_samples(evaluation: Evaluation, path: Path) -> None:
-    """The samples of every configuration side by side: one row per configuration (uncached first), one column
-    per label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _rows(evaluation)
-    labels = evaluation.settings.labels
-    side = 16
-    pad = 2
-    grid = torch.full((len(rows) * (side + pad) - pad, len(labels) * (side + pad) - pad), 0.12)
-    for i, r in enumerate(rows):
-        assert r.images is not None
-        for j in range(len(labels)):
-            y, x = i * (side + pad), j * (side + pad)
-            grid[y : y + side, x : x + side] = r.images[j].float().cpu()
-    fig, ax = plt.subplots(figsize=(2.4 + 0.6 * len(labels), 0.7 + 0.6 * len(rows)))
-    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([j * (side + pad) + side / 2 - 0.5 for j in range(len(labels))], [str(d) for d in labels])
-    ax.set_yticks([i * (side + pad) + side / 2 - 0.5 for i in range(len(rows))], [_row_label(r) for r in rows])
-    ax.tick_params(length=0, labelsize=8)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    s = evaluation.settings
-    cfg = f"CFG {s.guidance_scale:g}" if s.guided else "no CFG"
-    ax.set_title(f"bundled digits DiT, {s.num_steps} Euler steps, {cfg}, seed {s.seed}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_decisions(evaluation: Evaluation, path: Path) -> None:
-    """What every configuration ran at each step, per CFG branch: the fraction of the transformer blocks run
-    (white: step skipped, black: computed, grey: some blocks run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = [r for r in evaluation.results if r.ok]
-    strips: list[list[float]] = []
-    names: list[str] = []
-    for r in results:
-        for d in r.decisions:
-            strips.append([b / d.num_blocks for b in d.blocks])
-            computed, partial = len(d.computed_steps), len(d.partial_steps)
-            extra = f", {partial} partial" if partial else ""
-            names.append(f"{r.name} [{d.branch}]: {computed}/{len(d.blocks)} computed{extra}")
-    steps = evaluation.settings.num_steps
-    fig, ax = plt.subplots(figsize=(2.5 + 0.16 * steps + 3.0, 0.8 + 0.32 * max(1, len(strips))))
-    if strips:
-        image = ax.imshow(
-            torch.tensor(strips).numpy(), cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest"
-        )
-        bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
-        bar.set_label("blocks run / all blocks", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xticks(range(0, steps, max(1, steps // 10)))
-    ax.set_xticks([x - 0.5 for x in range(steps + 1)], minor=True)
-    ax.set_yticks([y - 0.5 for y in range(len(names) + 1)], minor=True)
-    ax.grid(which="minor", color="#cccccc", linewidth=0.4)
-    ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("denoising step")
-    ax.set_title("per-step decisions (white: skipped, black: computed, grey: partly computed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -301,8 +196,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     out: Path = args.out
     problem = check_output_dir(out)
     if problem is not None:
@@ -326,29 +219,15 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        with Progress(
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task("calibrating MagCache", total=None)
-
-            def progress(desc: str, total: int) -> None:
-                bar.update(task, total=total, advance=1, description=desc[:60])
-
+        with progress_bar(console, "calibrating MagCache", width=60) as progress:
             report = run_demo(out, settings, progress=progress)
     finally:
         torch.set_num_threads(threads)
     ev = report.evaluation
-    table = Table(
-        title=f"uncached: {ev.baseline.seconds * 1e3:.0f} ms per generation (fastest of {settings.repeats})",
-        title_justify="left",
+    table = result_table(
+        f"uncached: {ev.baseline.seconds * 1e3:.0f} ms per generation (fastest of {settings.repeats})",
+        ("configuration", "steps computed", "blocks run", "time", "speed-up", "PSNR", "max abs error"),
     )
-    for col in ("configuration", "steps computed", "blocks run", "time", "speed-up", "PSNR", "max abs error"):
-        table.add_column(col)
     for r in ev.results:
         if not r.ok:
             table.add_row(r.name, f"[red]failed: {r.error}[/red]", "", "", "", "", "")
@@ -362,7 +241,7 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
             f"{r.blocks_executed}/{r.blocks_total}",
             f"{r.seconds * 1e3:.0f} ms",
             f"{r.speedup:.2f}x",
-            "identical" if math.isinf(r.psnr) else f"{r.psnr:.1f} dB",
+            fmt_psnr(r.psnr, " dB"),
             f"{r.max_abs_error:.4f}",
         )
     console.print(table)

@@ -1,4 +1,5 @@
-"""The shared evaluation layer: settings, block counting, decisions, quality metrics, timing bookkeeping, JSON."""
+"""``ditcache.tools.evaluation.run``: evaluate measures decisions, quality and time, reports failures, leaves the
+caller's model alone; calibrate_magcache writes a loadable profile."""
 
 from __future__ import annotations
 
@@ -13,31 +14,19 @@ import torch
 
 import ditcache
 from ditcache import DBCacheConfig, MagCacheConfig, TeaCacheConfig
-from ditcache.bundled import DigitsDiT, load_digits_dit, sample
+from ditcache.bundled import DigitsDiT
 from ditcache.caches.magcache import magcache_schedule
 from ditcache.tools.evaluation import (
-    BlockCounter,
-    BranchDecisions,
     EvalSettings,
     Method,
-    RunResult,
     calibrate_magcache,
-    config_params,
     evaluate,
     evaluation_units,
-    max_abs_error,
     ours,
-    psnr,
 )
 
 STEPS = 6
 NUM_BLOCKS = 6  # the bundled model: 2 double-stream + 4 single-stream blocks
-
-
-@pytest.fixture(scope="module")
-def model() -> DigitsDiT:
-    torch.set_num_threads(1)
-    return load_digits_dit()
 
 
 def _settings(**kw: Any) -> EvalSettings:
@@ -46,100 +35,6 @@ def _settings(**kw: Any) -> EvalSettings:
     return EvalSettings(**base)
 
 
-# ---------------------------------------------------------------------------------------------- settings
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"labels": ()}, "EvalSettings.labels: expected at least one label"),
-        ({"labels": (3, 10)}, "EvalSettings.labels: allowed values are the digits 0..9"),
-        ({"labels": "012"}, "EvalSettings.labels: expected a sequence of class labels"),
-        ({"num_steps": 1}, "EvalSettings.num_steps: expected an int >= 2"),
-        ({"repeats": 0}, "EvalSettings.repeats: expected an int >= 1"),
-        ({"seed": -1}, "EvalSettings.seed: expected an int >= 0"),
-        ({"guidance_scale": 1.0}, "EvalSettings.guidance_scale: 1.0 is the same as no guidance"),
-        ({"guidance_scale": -2.0}, "EvalSettings.guidance_scale: expected None"),
-        ({"shift": 0.0}, "EvalSettings.shift: expected a finite number > 0"),
-        ({"timer": "gpu"}, "EvalSettings.timer: expected one of ['wall', 'cpu']"),
-    ],
-)
-def test_settings_refuse_bad_values_naming_the_field(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises((ValueError, TypeError)) as info:
-        EvalSettings(**kwargs)
-    assert message in str(info.value)
-
-
-def test_settings_from_dict_refuses_unknown_keys_and_round_trips() -> None:
-    with pytest.raises(ValueError, match="unknown setting"):
-        EvalSettings.from_dict({"steps": 4})
-    s = EvalSettings(labels=[1, 2], guidance_scale=2.5)
-    assert EvalSettings.from_dict(s.as_dict()) == s
-    assert s.branches == ("cond", "uncond") and s.guided
-    assert EvalSettings(guidance_scale=None).branches == ("cond",)
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-def test_psnr_and_max_abs_error_follow_their_definitions() -> None:
-    ref = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
-    shifted = ref + 0.1  # MSE 0.01 over the data range 1 -> 20 dB
-    assert psnr(shifted, ref) == pytest.approx(20.0, abs=1e-5)
-    assert psnr(shifted, ref, data_range=2.0) == pytest.approx(20.0 + 20 * math.log10(2.0), abs=1e-5)
-    assert psnr(ref, ref) == math.inf
-    assert max_abs_error(shifted, ref) == pytest.approx(0.1, abs=1e-6)
-    noisy = ref.clone()
-    noisy[1, 2, 3] += 0.5
-    assert max_abs_error(noisy, ref) == pytest.approx(0.5, abs=1e-6)
-    with pytest.raises(ValueError, match="shape"):
-        psnr(ref[:2], ref)
-    with pytest.raises(ValueError, match="data_range"):
-        psnr(ref, ref, data_range=0.0)
-
-
-def test_config_params_lists_only_non_defaults() -> None:
-    params = config_params(DBCacheConfig(fn_compute_blocks=1, residual_diff_threshold=0.2))
-    assert params == {"fn_compute_blocks": 1, "residual_diff_threshold": 0.2}
-    assert config_params(TeaCacheConfig()) == {}
-    json.dumps(config_params(TeaCacheConfig(coefficients=(1, 2, 3, 4, 5))))
-
-
-def test_ours_refuses_non_configs() -> None:
-    with pytest.raises(TypeError, match="configs: expected TeaCacheConfig"):
-        ours("x", {"rel_l1_thresh": 0.2})
-    with pytest.raises(ValueError, match="configs: give at least one"):
-        ours("x")
-    with pytest.raises(ValueError, match=r"Method\.origin"):
-        Method("x", "theirs", "f")
-
-
-# ---------------------------------------------------------------------------------------------- counting
-def test_block_counter_counts_block_bodies_not_the_teacache_indicator(model: DigitsDiT) -> None:
-    labels = [0]
-    with BlockCounter(model.transformer) as plain:
-        sample(model, labels, 3, None, 0)
-    assert plain.calls == [[NUM_BLOCKS, NUM_BLOCKS]] * 3
-
-    # TeaCache computes its indicator with block 0's norm1 on every step, skipped or not: not a block execution.
-    work = copy.deepcopy(model)
-    ditcache.apply_teacache_hook(work.transformer, TeaCacheConfig(rel_l1_thresh=1e9, model="flux.1-dev"))
-    with BlockCounter(work.transformer) as cached:
-        sample(work, labels, 4, None, 0)
-    assert [c[0] for c in cached.calls] == [NUM_BLOCKS, 0, 0, NUM_BLOCKS]  # first and (forced) last step computed
-    assert cached.calls[1][1] == 0
-    # the hooks are gone afterwards
-    with torch.inference_mode():
-        sample(work, labels, 2, None, 0)
-    assert len(cached.calls) == 4
-
-
-def test_branch_decisions_classify_steps() -> None:
-    d = BranchDecisions("cond", (6, 0, 1, 6, 0), (6, 0, 0, 6, 0), 6)
-    assert d.computed_steps == [0, 3]
-    assert d.skipped_steps == [1, 4]
-    assert d.partial_steps == [2]
-    assert d.pattern == "C-1C-"
-    assert d.as_dict()["computed_steps"] == 2
-
-
-# ---------------------------------------------------------------------------------------------- evaluate
 def test_evaluate_measures_decisions_quality_and_time(model: DigitsDiT) -> None:
     ratios = [1.0] * STEPS  # flat curve: the schedule is fixed by max_skip_steps and retention
     mag_cfg = MagCacheConfig(threshold=10.0, max_skip_steps=2, retention_ratio=0.2, mag_ratios=ratios)
@@ -241,27 +136,6 @@ def test_evaluate_leaves_the_callers_model_alone_and_refuses_a_cached_one(model:
         evaluate([], _settings(), model=cached)
 
 
-def test_ideal_speedup_accounts_for_the_fixed_cost() -> None:
-    decisions = (BranchDecisions("cond", (6, 0, 0, 6), (6, 0, 0, 6), 6),)
-    r = RunResult(
-        method=Method("x", "ours", "f"),
-        seconds=0.5,
-        all_seconds=(0.5,),
-        baseline_seconds=1.0,
-        fixed_seconds=0.1,
-        decisions=decisions,
-        psnr=40.0,
-        max_abs_error=0.01,
-        reproducible=True,
-    )
-    fraction = 12 / 24
-    assert r.computed_fraction == fraction
-    assert r.ideal_speedup == pytest.approx(1.0 / (0.1 + 0.9 * fraction))
-    assert r.speedup == pytest.approx(2.0)
-    assert r.efficiency == pytest.approx(2.0 * (0.1 + 0.9 * fraction))
-
-
-# ---------------------------------------------------------------------------------------------- calibration
 def test_calibrate_magcache_writes_a_loadable_per_branch_profile(model: DigitsDiT, tmp_path: Path) -> None:
     settings = _settings(guidance_scale=2.0)
     path = tmp_path / "curve.json"
