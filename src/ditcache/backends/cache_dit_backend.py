@@ -408,6 +408,13 @@ class CacheDiTBackend(CacheBackend):
         for target in targets:
             if getattr(target, "_is_cached", False):
                 cache_dit.disable_cache(target)
+            # cache-dit leaves the original forward behind as an instance attribute; drop it so the module is
+            # exactly as before (its class's forward).
+            forward = getattr(target, "__dict__", {}).get("forward")
+            if getattr(forward, "__self__", None) is target and getattr(forward, "__func__", None) is getattr(
+                type(target), "forward", None
+            ):
+                del target.__dict__["forward"]
 
     def stats(self, pipeline: Any) -> dict[str, list[Any]]:
         """Per cached DiT, cache-dit's ``CacheStats`` (``cached_steps``, ``residual_diffs``, ...), no logging."""

@@ -1,4 +1,4 @@
-"""Tiny real diffusers pipelines for the serving-backend tests: random weights, no text encoder, no download.
+"""Tiny real diffusers pipelines (for the serving-backend tests): random weights, no text encoder, no download.
 
 Each builder returns a :class:`TinyPipeline`: the diffusers pipeline (text encoder, tokenizer and VAE are None;
 prompts are passed as precomputed embeddings) and ``run(steps, prompt=0, images=1)``, which calls the pipeline
@@ -107,6 +107,7 @@ def flux(seed: int = 0) -> TinyPipeline:
         )
         return out.images
 
+    pipe.set_progress_bar_config(disable=True)
     return TinyPipeline("flux", pipe, call)
 
 
@@ -148,6 +149,7 @@ def qwen(seed: int = 0) -> TinyPipeline:
         )
         return out.images
 
+    pipe.set_progress_bar_config(disable=True)
     return TinyPipeline("qwen", pipe, call)
 
 
@@ -198,6 +200,7 @@ def _wan(name: str, seed: int, two: bool) -> TinyPipeline:
         )
         return out.frames
 
+    pipe.set_progress_bar_config(disable=True)
     return TinyPipeline(name, pipe, call, ("transformer", "transformer_2") if two else ("transformer",))
 
 
