@@ -104,7 +104,7 @@ def test_bad_values_name_the_field(settings: dict[str, Any], field: str) -> None
 def test_mutated_config_is_checked_again_at_enable() -> None:
     backend = TeaCacheBackend({"rel_l1_thresh": 0.3})
     backend.config.rel_l1_thresh = -1.0
-    with pytest.raises(ValueError, match="DiffusionCacheConfig.rel_l1_thresh"):
+    with pytest.raises(ValueError, match=r"DiffusionCacheConfig\.rel_l1_thresh"):
         backend.enable(object())
     assert not backend.is_enabled()
 
@@ -139,9 +139,9 @@ def test_selector_errors() -> None:
 
 def test_vllm_omni_config_shapes() -> None:
     assert TeaCacheConfig().rel_l1_thresh == 0.2 and TeaCacheConfig().coefficients is None
-    with pytest.raises(ValueError, match="TeaCacheConfig.rel_l1_thresh"):
+    with pytest.raises(ValueError, match=r"TeaCacheConfig\.rel_l1_thresh"):
         TeaCacheConfig(rel_l1_thresh=0)
-    with pytest.raises(ValueError, match="TeaCacheConfig.coefficients"):
+    with pytest.raises(ValueError, match=r"TeaCacheConfig\.coefficients"):
         TeaCacheConfig(coefficients=[1.0])
     mag = MagCacheConfig()
     assert (mag.threshold, mag.max_skip_steps, mag.retention_ratio, mag.num_inference_steps) == (0.24, 5, 0.1, 28)
