@@ -7,7 +7,9 @@ the way a serving engine does and returns its latents (``output_type="latent"``)
 * ``flux()``: ``FluxPipeline``, 2 double + 2 single blocks, no CFG;
 * ``qwen()``: ``QwenImagePipeline`` with true CFG (negative prompt embeddings, ``true_cfg_scale=4``);
 * ``wan22()``: ``WanPipeline`` with two transformers (high- and low-noise experts) split at ``boundary_ratio``;
-* ``wan21()``: ``WanPipeline`` with one transformer and classifier-free guidance.
+* ``wan21()``: ``WanPipeline`` with one transformer and classifier-free guidance;
+* ``flux2_klein()``: ``Flux2KleinPipeline`` (distilled, 3 double + 3 single blocks, a tiny VAE for its latent
+  statistics); not in :data:`BUILDERS` because ditcache has no FLUX.2 extractor: the cache-dit tests use it.
 
 Several images per prompt: ``QwenImagePipeline`` repeats precomputed embeddings itself (``num_images_per_prompt``);
 ``FluxPipeline`` and ``WanPipeline`` use precomputed embeddings as given (only their text-encoder path repeats
@@ -25,7 +27,10 @@ from typing import Any
 import attrs
 import torch
 from diffusers import (
+    AutoencoderKLFlux2,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
+    Flux2Transformer2DModel,
     FluxPipeline,
     FluxTransformer2DModel,
     QwenImagePipeline,
@@ -35,7 +40,7 @@ from diffusers import (
     WanTransformer3DModel,
 )
 
-__all__ = ["BUILDERS", "TinyPipeline", "flux", "qwen", "wan21", "wan22"]
+__all__ = ["BUILDERS", "TinyPipeline", "flux", "flux2_klein", "qwen", "wan21", "wan22"]
 
 
 @attrs.define
@@ -109,6 +114,58 @@ def flux(seed: int = 0) -> TinyPipeline:
 
     pipe.set_progress_bar_config(disable=True)
     return TinyPipeline("flux", pipe, call)
+
+
+def flux2_klein(seed: int = 0) -> TinyPipeline:
+    transformer = _build(
+        seed,
+        Flux2Transformer2DModel,
+        patch_size=1,
+        in_channels=16,
+        num_layers=3,
+        num_single_layers=3,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    vae = _build(
+        seed,
+        AutoencoderKLFlux2,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        mid_block_add_attention=False,
+    )
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+        is_distilled=True,
+    )
+
+    def call(p: Any, steps: int, prompt: int, images: int) -> torch.Tensor:
+        out = p(
+            prompt_embeds=_embeds(prompt, 1, 8, 32),
+            guidance_scale=1.0,
+            height=32,
+            width=32,
+            num_inference_steps=steps,
+            num_images_per_prompt=images,
+            generator=_seeded(7),
+            output_type="latent",
+        )
+        return out.images
+
+    pipe.set_progress_bar_config(disable=True)
+    return TinyPipeline("flux2_klein", pipe, call)
 
 
 # ------------------------------------------------------------------------------------------- Qwen-Image
