@@ -80,7 +80,12 @@ class CacheDiTAdapterConfig:
                 raise TypeError(f"CacheDiTAdapterConfig.{name}: expected True or False, got {getattr(self, name)!r}")
 
 
-_P1, _P2, _P3 = ForwardPattern.Pattern_1, ForwardPattern.Pattern_2, ForwardPattern.Pattern_3
+_P0, _P1, _P2, _P3 = (
+    ForwardPattern.Pattern_0,
+    ForwardPattern.Pattern_1,
+    ForwardPattern.Pattern_2,
+    ForwardPattern.Pattern_3,
+)
 
 _FLUX2 = CacheDiTAdapterConfig({"transformer_blocks": _P1, "single_transformer_blocks": _P3})
 
@@ -89,6 +94,9 @@ ADAPTER_CONFIGS: dict[str, CacheDiTAdapterConfig] = {
     "Flux2Transformer2DModel": _FLUX2,
     "QwenImageTransformer2DModel": CacheDiTAdapterConfig({"transformer_blocks": _P1}, has_separate_cfg=True),
     "WanTransformer3DModel": CacheDiTAdapterConfig({"blocks": _P2}, has_separate_cfg=True),
+    "SD3Transformer2DModel": CacheDiTAdapterConfig({"transformer_blocks": _P1}),
+    "CogView4Transformer2DModel": CacheDiTAdapterConfig({"transformer_blocks": _P0}, has_separate_cfg=True),
+    "LTXVideoTransformer3DModel": CacheDiTAdapterConfig({"transformer_blocks": _P2}),
 }
 """Transformer class name -> its cache-dit adapter config (diffusers classes verified on tiny models)."""
 
