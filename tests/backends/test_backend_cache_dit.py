@@ -193,3 +193,30 @@ def test_pipeline_accessor_summary_and_convenience(backends: Any) -> None:
     assert not getattr(model, "_is_cached", False) and "forward" not in model.__dict__
     backend.refresh(pipe, 4)  # not enabled: a warning, no error
     assert backend._refresh_func is None
+
+
+def test_declared_cached_adapter_cls_replaces_enable_cache(
+    backends: Any, tiny_flux: TinyPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cache_dit.caching.cache_adapters import CachedAdapter
+
+    applied: list[dict[str, Any]] = []
+
+    class RecordingCachedAdapter(CachedAdapter):  # type: ignore[misc]
+        @classmethod
+        def apply(cls, pipe_or_adapter: Any, **context_kwargs: Any) -> Any:
+            applied.append(context_kwargs)
+            return super().apply(pipe_or_adapter, **context_kwargs)
+
+    flux_config = ADAPTER_CONFIGS["FluxTransformer2DModel"]
+    monkeypatch.setitem(
+        ADAPTER_CONFIGS,
+        "FluxTransformer2DModel",
+        dataclasses.replace(flux_config, cached_adapter_cls=RecordingCachedAdapter),
+    )
+    assert CacheDiTBackend.maybe_get_cached_adapter_cls(tiny_flux.pipe) is RecordingCachedAdapter
+    backend = _enable(backends, tiny_flux.pipe, enable_taylorseer=True)
+    assert len(applied) == 1
+    assert isinstance(applied[0]["calibrator_config"], cache_dit.TaylorSeerCalibratorConfig)
+    backend.refresh(tiny_flux.pipe, 5, verbose=False)
+    assert tiny_flux.run(5).shape[0] == 1
