@@ -166,6 +166,8 @@ def test_ditcache_stack_config(tiny: TinyPipeline) -> None:
         assert (db.config.taylorseer, db.config.taylorseer_order, db.config.bn_compute_blocks) == (True, 2, 1)
         assert db.config.max_continuous_cached_steps is None  # cache-dit's -1: no cap
         assert runtime.get("magcache").config.taylorseer is False  # type: ignore[union-attr]
+        assert db.config.steps_computation_mask is None  # no step count before the first refresh: no preset yet
+        assert tiny.run(6).isfinite().all()  # a request without refresh does not fail
         for steps, mask in ((5, None), (8, "fast"), (7, None)):
             backend.refresh(tiny.pipe, steps, verbose=False)
             assert runtime.get("dbcache").config.steps_computation_mask == mask  # type: ignore[union-attr]

@@ -61,7 +61,9 @@ class DitCacheBackend(RuntimeBackend):
         """The DBCache config for a request of ``num_inference_steps`` steps (the SCM preset only where it exists)."""
         cfg = self.config
         mask = cfg.scm_steps_mask_policy
-        if mask is not None and num_inference_steps is not None and not _scm_supported(num_inference_steps):
+        # No mask where the preset cannot be built: an unsupported step count, or no step count known yet (before
+        # the first refresh), so that a request never fails halfway.
+        if mask is not None and (num_inference_steps is None or not _scm_supported(num_inference_steps)):
             mask = None
         return ditcache.DBCacheConfig(
             fn_compute_blocks=cfg.Fn_compute_blocks,
