@@ -25,6 +25,15 @@ KEY_LINES: dict[str, list[str]] = {
         "skipped steps at rel_l1_thresh=0.3: [",
         "OK: the extractor is exact",
     ],
+    "serving_engine.py": [
+        "tea_cache: cache hits per request [",
+        "mag_cache: cache hits per request [",
+        "cache_dit: cache hits per request [",
+        "ditcache: cache hits per request [",
+        "after disable: output equals uncached: True",
+        "config error: DiffusionCacheConfig: unknown key(s) 'threshold' (did you mean 'mag_threshold'",
+        "OK: every backend skipped steps",
+    ],
     "middleware_stack.py": [
         "stack, outermost first: ['timing', 'scale', 'clamp']",
         "after removing 'scale': ['timing', 'clamp']",

@@ -1,0 +1,293 @@
+"""``DiffusionCacheConfig``: the flat cache configuration every serving backend reads.
+
+The fields, their names and their defaults are vLLM-Omni's (``vllm_omni.diffusion.data.DiffusionCacheConfig``), so
+an engine's ``cache_config`` dict carries over unchanged. Unlike vLLM-Omni, the config is strict:
+
+* an unknown or misspelled key (in the constructor or :meth:`DiffusionCacheConfig.from_dict`) is a ValueError
+  naming the key and the closest valid ones (vLLM-Omni stores it silently, so ``{"threshold": 0.06}`` never
+  reaches MagCache's ``mag_threshold``);
+* every value is checked, with the field named, when the config is built and again when a backend is enabled
+  (the config is a mutable dataclass, as vLLM-Omni's is).
+
+One field is ditcache's own: ``ditcache_stack``, the caches the ``"ditcache"`` backend stacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DITCACHE_STACK_CACHES", "DiffusionCacheConfig", "suggest_keys"]
+
+SCM_MASK_POLICIES = ("slow", "medium", "fast", "ultra")
+"""cache-dit's step-computation-mask presets (``scm_steps_mask_policy``)."""
+SCM_STEPS_POLICIES = ("dynamic", "static")
+FORCE_REFRESH_POLICIES = ("once", "repeat")
+DITCACHE_STACK_CACHES = ("tea_cache", "mag_cache", "db_cache")
+"""What ``ditcache_stack`` may list: at most one step-level cache (TeaCache or MagCache) and DBCache."""
+
+
+def suggest_keys(key: str, valid: Sequence[str]) -> list[str]:
+    """The valid keys closest to ``key`` (difflib), best first; case-insensitive near misses included."""
+    lowered = {v.lower(): v for v in valid}
+    close = difflib.get_close_matches(key.lower(), list(lowered), n=3, cutoff=0.5)
+    out = [lowered[c] for c in close]
+    for v in valid:  # a key that is part of a field name ("threshold" -> "mag_threshold") is a likely intent
+        if key.lower() in v.lower() and v not in out:
+            out.append(v)
+    return out[:4]
+
+
+def _unknown_key_error(cls_name: str, keys: Sequence[str], valid: Sequence[str]) -> ValueError:
+    parts = []
+    for key in keys:
+        hint = suggest_keys(str(key), valid)
+        parts.append(f"{key!r}" + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
+    return ValueError(f"{cls_name}: unknown key(s) {', '.join(parts)}; valid keys: {sorted(valid)}")
+
+
+@dataclass
+class DiffusionCacheConfig:
+    """The cache settings of one pipeline, for every backend (vLLM-Omni's fields and defaults, validated).
+
+    TeaCache reads ``rel_l1_thresh`` and ``coefficients``; MagCache the ``mag_*`` fields; cache-dit (and the
+    DBCache of the ``"ditcache"`` backend) ``Fn_compute_blocks`` to ``force_refresh_step_policy``;
+    ``num_inference_steps`` is the step count assumed until the first ``refresh``. The ``step_cache_*`` and
+    ``velocity_*`` fields are accepted for compatibility (vLLM-Omni's DreamZero-only StepCache) and validated,
+    but no ditcache backend reads them.
+    """
+
+    rel_l1_thresh: float | None = 0.2
+    """TeaCache threshold on the accumulated rescaled distance (> 0); None: 0.2."""
+    coefficients: list[float] | None = None
+    """TeaCache rescale polynomial, 5 numbers, highest power first; None: the model's published preset."""
+    mag_threshold: float = 0.24
+    """MagCache accumulated-error threshold (> 0)."""
+    mag_max_skip_steps: int = 5
+    """MagCache: at most this many skipped steps in a row (>= 1)."""
+    mag_retention_ratio: float = 0.1
+    """MagCache: fraction of leading steps always computed, in (0, 1)."""
+    mag_ratios: list[float] | None = None
+    """MagCache magnitude-ratio curve; None: the model's published preset, resampled per request."""
+    mag_calibrate: bool = False
+    """MagCache: measure the ratios instead of skipping."""
+    Fn_compute_blocks: int = 1
+    """DBCache: first blocks always computed (>= 1)."""
+    Bn_compute_blocks: int = 0
+    """DBCache: last blocks always computed (>= 0)."""
+    max_warmup_steps: int = 4
+    """DBCache: leading steps always computed (>= 0)."""
+    max_cached_steps: int = -1
+    """DBCache: cap on cached steps per request (-1: no cap)."""
+    residual_diff_threshold: float = 0.24
+    """DBCache: cache while the relative L1 change of the first blocks' residual is below it."""
+    max_continuous_cached_steps: int = 3
+    """DBCache: cap on cached steps in a row (-1: no cap)."""
+    enable_taylorseer: bool = False
+    """Forecast cached residuals with TaylorSeer."""
+    taylorseer_order: int = 1
+    """TaylorSeer order (>= 1)."""
+    scm_steps_mask_policy: str | None = None
+    """Step computation mask preset: None, "slow", "medium", "fast" or "ultra"."""
+    scm_steps_policy: str = "dynamic"
+    """What a 0 in the mask means: "dynamic" (the threshold still decides) or "static" (always cache)."""
+    num_inference_steps: int | None = None
+    """The step count assumed until the first ``refresh`` (MagCache: 28 when None, as vLLM-Omni)."""
+    force_refresh_step_hint: int | None = None
+    """cache-dit: step at which the cache context is refreshed within a request (>= 1)."""
+    force_refresh_step_policy: str = "once"
+    """cache-dit: "once" or "repeat" (every ``force_refresh_step_hint`` steps)."""
+    step_cache_dit_enabled: bool = True
+    velocity_sim_thresholds: list[float] = field(default_factory=lambda: [0.95, 0.93])
+    velocity_skip_countdowns: list[int] = field(default_factory=lambda: [4, 2])
+    step_cache_dit_min_history: int = 2
+    step_cache_dit_max_history: int = 2
+    ditcache_stack: list[str] = field(default_factory=lambda: ["tea_cache", "db_cache"])
+    """ditcache backend only: the caches to stack, from ``"tea_cache"`` / ``"mag_cache"`` (at most one) and
+    ``"db_cache"``; TaylorSeer comes from ``enable_taylorseer``."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The keys a config dict may use."""
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DiffusionCacheConfig:
+        """Build from a dict; an unknown key is a ValueError naming it and the closest valid keys."""
+        if not isinstance(data, Mapping):
+            raise TypeError(f"DiffusionCacheConfig: expected a dict of cache settings, got {type(data).__name__}")
+        valid = cls.field_names()
+        unknown = [k for k in data if k not in valid]
+        if unknown:
+            raise _unknown_key_error(cls.__name__, [str(k) for k in unknown], valid)
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a plain dict (round-trips through :meth:`from_dict`)."""
+        return dataclasses.asdict(self)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for missing attributes: name the closest fields instead of storing or returning extras.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        hint = suggest_keys(name, self.field_names())
+        raise AttributeError(
+            f"DiffusionCacheConfig has no setting {name!r}"
+            + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else "")
+        )
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Check every value; raise ValueError (or TypeError) naming the field and what it allows."""
+        _opt_positive(self, "rel_l1_thresh")
+        if self.coefficients is not None:
+            values = _numbers(self, "coefficients")
+            if len(values) != 5:
+                raise ValueError(
+                    f"DiffusionCacheConfig.coefficients: expected 5 numbers [c4, c3, c2, c1, c0] (highest power "
+                    f"first), got {len(values)}"
+                )
+        _positive(self, "mag_threshold")
+        _int_at_least(self, "mag_max_skip_steps", 1)
+        r = self.mag_retention_ratio
+        if not _is_number(r) or not 0.0 < float(r) < 1.0:
+            raise ValueError(f"DiffusionCacheConfig.mag_retention_ratio: expected a number in (0, 1), got {r!r}")
+        if self.mag_ratios is not None:
+            ratios = _numbers(self, "mag_ratios")
+            if not ratios or any(v <= 0 for v in ratios):
+                raise ValueError(
+                    f"DiffusionCacheConfig.mag_ratios: expected a non-empty list of positive numbers, got {ratios!r}"
+                )
+        _bool(self, "mag_calibrate")
+        if self.mag_calibrate and self.mag_ratios is not None:
+            raise ValueError(
+                "DiffusionCacheConfig.mag_calibrate: a calibration run measures the ratios; unset mag_ratios"
+            )
+        _int_at_least(self, "Fn_compute_blocks", 1)
+        _int_at_least(self, "Bn_compute_blocks", 0)
+        _int_at_least(self, "max_warmup_steps", 0)
+        _int_at_least(self, "max_cached_steps", -1)
+        _int_at_least(self, "max_continuous_cached_steps", -1)
+        rdt = self.residual_diff_threshold
+        if not _is_number(rdt) or not math.isfinite(float(rdt)):
+            raise ValueError(f"DiffusionCacheConfig.residual_diff_threshold: expected a finite number, got {rdt!r}")
+        _bool(self, "enable_taylorseer")
+        _int_at_least(self, "taylorseer_order", 1)
+        _choice(self, "scm_steps_mask_policy", (None, *SCM_MASK_POLICIES))
+        _choice(self, "scm_steps_policy", SCM_STEPS_POLICIES)
+        if self.num_inference_steps is not None:
+            _int_at_least(self, "num_inference_steps", 1)
+        if self.force_refresh_step_hint is not None:
+            _int_at_least(self, "force_refresh_step_hint", 1)
+        _choice(self, "force_refresh_step_policy", FORCE_REFRESH_POLICIES)
+        _bool(self, "step_cache_dit_enabled")
+        sims = _numbers(self, "velocity_sim_thresholds")
+        counts = self.velocity_skip_countdowns
+        if not isinstance(counts, (list, tuple)) or not all(_is_int(c) and c >= 1 for c in counts):
+            raise ValueError(
+                f"DiffusionCacheConfig.velocity_skip_countdowns: expected a list of ints >= 1, got {counts!r}"
+            )
+        if len(sims) != len(counts):
+            raise ValueError(
+                "DiffusionCacheConfig.velocity_sim_thresholds: must have as many entries as velocity_skip_countdowns "
+                f"({len(sims)} != {len(counts)})"
+            )
+        _int_at_least(self, "step_cache_dit_min_history", 1)
+        _int_at_least(self, "step_cache_dit_max_history", 1)
+        stack = self.ditcache_stack
+        if isinstance(stack, str) or not isinstance(stack, (list, tuple)) or not stack:
+            raise ValueError(
+                f"DiffusionCacheConfig.ditcache_stack: expected a non-empty list from {list(DITCACHE_STACK_CACHES)}, "
+                f"got {stack!r}"
+            )
+        for name in stack:
+            if name not in DITCACHE_STACK_CACHES:
+                hint = suggest_keys(str(name), DITCACHE_STACK_CACHES)
+                raise ValueError(
+                    f"DiffusionCacheConfig.ditcache_stack: unknown cache {name!r}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f"; allowed: {list(DITCACHE_STACK_CACHES)}"
+                )
+        if len(set(stack)) != len(stack):
+            raise ValueError(f"DiffusionCacheConfig.ditcache_stack: a cache is listed twice in {list(stack)}")
+        if "tea_cache" in stack and "mag_cache" in stack:
+            raise ValueError(
+                "DiffusionCacheConfig.ditcache_stack: 'tea_cache' and 'mag_cache' are both step-level caches; list "
+                "at most one of them (over 'db_cache')"
+            )
+
+
+def _strict_init(init: Any) -> Any:
+    @functools.wraps(init)
+    def __init__(self: DiffusionCacheConfig, *args: Any, **kwargs: Any) -> None:
+        valid = DiffusionCacheConfig.field_names()
+        unknown = [k for k in kwargs if k not in valid]
+        if unknown:
+            raise _unknown_key_error("DiffusionCacheConfig", unknown, valid)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+DiffusionCacheConfig.__init__ = _strict_init(DiffusionCacheConfig.__init__)  # type: ignore[method-assign]
+
+
+# ---------------------------------------------------------------------------------------------- validators
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _name(cfg: Any, name: str) -> str:
+    return f"{type(cfg).__name__}.{name}"
+
+
+def _int_at_least(cfg: Any, name: str, low: int) -> None:
+    value = getattr(cfg, name)
+    if not _is_int(value) or value < low:
+        raise ValueError(f"{_name(cfg, name)}: expected an int >= {low}, got {value!r}")
+
+
+def _positive(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if not _is_number(value) or not math.isfinite(float(value)) or value <= 0:
+        raise ValueError(f"{_name(cfg, name)}: expected a finite number > 0, got {value!r}")
+
+
+def _opt_positive(cfg: Any, name: str) -> None:
+    if getattr(cfg, name) is not None:
+        _positive(cfg, name)
+
+
+def _bool(cfg: Any, name: str) -> None:
+    value = getattr(cfg, name)
+    if not isinstance(value, bool):
+        raise TypeError(f"{_name(cfg, name)}: expected True or False, got {value!r}")
+
+
+def _choice(cfg: Any, name: str, allowed: Sequence[Any]) -> None:
+    value = getattr(cfg, name)
+    if value not in allowed:
+        raise ValueError(f"{_name(cfg, name)}: expected one of {list(allowed)}, got {value!r}")
+
+
+def _numbers(cfg: Any, name: str) -> list[float]:
+    value = getattr(cfg, name)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(_is_number(v) for v in value):
+        raise ValueError(f"{_name(cfg, name)}: expected a list of numbers, got {value!r}")
+    out = [float(v) for v in value]
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{_name(cfg, name)}: every number must be finite, got {value!r}")
+    return out
