@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -23,7 +23,6 @@ from torch import nn
 
 from ditcache.caches.reuse import output_tensor
 from ditcache.calibration.fit import TeaCacheFit, fit_teacache_coefficients, round6
-from ditcache.core.branch import is_auto_branch
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.log import get_logger
@@ -69,13 +68,12 @@ class TeaCacheCalibrator(CacheMiddleware[_CalState]):
 
     Apply it with :func:`~ditcache.core.runtime.apply_cache` (or let :func:`calibrate` do it), run generations, then
     read :meth:`fit` or :meth:`profile`. Points accumulate over generations until :meth:`clear`. The branch role
-    (``cond``/``uncond``) of a named branch comes from its name (``uncond*``/``negative*`` is ``uncond``); unnamed
-    (automatic) branches are ordered by first appearance after each refresh: the first is ``cond``, the others
-    ``uncond``. It computes the model's head once more per call to read the output (calibration only).
+    (``cond``/``uncond``) is the one the step clock stamps on ``ctx.role`` (:func:`ditcache.core.branch.role_of`:
+    named branches by name, unnamed ones by their order in the run), the same rule the caches use. It computes the
+    model's head once more per call to read the output (calibration only).
     """
 
     name = "teacache-calibration"
-    order = 0
     level = None  # never skips: stacks with MagCache's calibration mode
 
     def __init__(self, indicator: str | None = None, fit_on: str = "output") -> None:
@@ -85,7 +83,6 @@ class TeaCacheCalibrator(CacheMiddleware[_CalState]):
             raise ValueError(f"fit_on: expected one of {list(FIT_TARGETS)}, got {fit_on!r}")
         super().__init__(_CalibratorSettings(indicator, fit_on))
         self.series: list[_Series] = []
-        self._auto_roles: dict[Hashable, str] = {}
         self._module_class: str | None = None
 
     def bind(self, module: nn.Module, num_blocks: int) -> None:
@@ -94,25 +91,10 @@ class TeaCacheCalibrator(CacheMiddleware[_CalState]):
     def new_state(self) -> _CalState:
         return _CalState()
 
-    def reset(self) -> None:
-        super().reset()
-        self._auto_roles = {}
-
     def clear(self) -> None:
         """Drop every recorded point."""
         self.series = []
         self.reset()
-
-    def _role(self, branch: Hashable) -> str:
-        if not is_auto_branch(branch):
-            if isinstance(branch, str) and branch.lower().startswith(("uncond", "negative")):
-                return "uncond"
-            return "cond"
-        role = self._auto_roles.get(branch)
-        if role is None:
-            role = "uncond" if self._auto_roles else "cond"
-            self._auto_roles[branch] = role
-        return role
 
     def _indicator(self, ctx: CacheContext) -> torch.Tensor:
         key = self.config.indicator
@@ -129,7 +111,7 @@ class TeaCacheCalibrator(CacheMiddleware[_CalState]):
     def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput:
         state = self.state(ctx)
         if state.series is None:
-            state.series = _Series(branch=str(ctx.branch), role=self._role(ctx.branch))
+            state.series = _Series(branch=str(ctx.branch), role=ctx.role)
             self.series.append(state.series)
         indicator = self._indicator(ctx)
         hidden, encoder = call_next(ctx)
