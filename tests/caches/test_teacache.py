@@ -22,6 +22,7 @@ from torch import nn
 
 import ditcache
 from _support.flux import FluxCall, denoise, flow_sigmas, make_flux, make_inputs, replay
+from _support.logs import event_of
 from _support.probes import count_block_calls
 from _support.probes import step_decisions as decisions_of
 from ditcache import TeaCacheConfig, apply_teacache_hook
@@ -133,13 +134,13 @@ def ditcache_logs(
 ) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """A function returning the structlog event dicts logged so far by ``ditcache`` loggers, captured at DEBUG.
 
-    The records carry the event dict in ``record.msg``.
+    The records carry the event dict in ``record.ditcache_event``.
     """
     # configure_logging() (the CLI) turns propagation off; caplog listens on the root logger.
     monkeypatch.setattr(logging.getLogger("ditcache"), "propagate", True)
 
     def events() -> list[dict[str, Any]]:
-        return [r.msg for r in caplog.records if r.name.startswith("ditcache") and isinstance(r.msg, dict)]
+        return [event_of(r) for r in caplog.records if r.name.startswith("ditcache") and event_of(r) is not None]
 
     with caplog.at_level(logging.DEBUG, logger="ditcache"):
         yield events
@@ -797,7 +798,7 @@ def test_no_decision_events_above_debug(caplog: pytest.LogCaptureFixture, monkey
     apply_teacache_hook(model, {"rel_l1_thresh": 1.4, "coefficients": LINEAR, "num_inference_steps": 6})
     with caplog.at_level(logging.INFO, logger="ditcache"):
         denoise(model, 6, inputs=make_inputs(model))
-    events = [r.msg["event"] for r in caplog.records if isinstance(r.msg, dict)]
+    events = [e["event"] for e in map(event_of, caplog.records) if e is not None]
     assert events == ["cache.generation"]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from _support.calibration import LABELS, restored_ditcache_logger
+from _support.logs import event_of
 from ditcache import profiles
 from ditcache.calibration import CalibrationTarget, digits_dit_target
 
@@ -38,7 +39,7 @@ def ditcache_logs(
     monkeypatch.setattr(logging.getLogger("ditcache"), "propagate", True)
 
     def events() -> list[dict[str, Any]]:
-        return [r.msg for r in caplog.records if r.name.startswith("ditcache") and isinstance(r.msg, dict)]
+        return [e for r in caplog.records if r.name.startswith("ditcache") and (e := event_of(r)) is not None]
 
     with caplog.at_level(logging.DEBUG, logger="ditcache"):
         yield events

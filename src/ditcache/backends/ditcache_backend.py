@@ -110,4 +110,5 @@ class DitCacheBackend(RuntimeBackend):
 
 
 def _fields(config: Any) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in attrs.fields(type(config))}
+    """The config's public fields (the private nested ``forecast`` mirrors the flat ``taylorseer*`` ones)."""
+    return {f.name: getattr(config, f.name) for f in attrs.fields(type(config)) if not f.name.startswith("_")}

@@ -46,18 +46,18 @@ def _render_or_wrap(logger: Any, method: str, event: Any) -> Any:
     """Last processor: hand the event dict to a structlog formatter where one is configured, else render it.
 
     Without :func:`configure_logging` (or another structlog formatter) the records reach plain handlers or Python's
-    last-resort handler, which would print the raw event dict; they get a readable ``event key=value`` line instead.
+    last-resort handler, which would print the raw event dict; they get a readable ``event key=value`` line instead,
+    and the event dict itself as the record attribute ``ditcache_event`` (for filters and tests).
     """
     import structlog
 
     if _structlog_handler_in_effect(logger):
         return structlog.stdlib.ProcessorFormatter.wrap_for_formatter(logger, method, event)
-    event = dict(event)
-    event.pop("timestamp", None)
-    event.pop("level", None)
-    name = event.pop("logger", None)
-    text = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)(logger, method, event)
-    return f"[{name}] {text}" if name else text
+    shown = {k: v for k, v in event.items() if k not in ("timestamp", "level", "logger")}
+    name = event.get("logger")
+    text = structlog.processors.KeyValueRenderer(key_order=["event"], drop_missing=True)(logger, method, shown)
+    # The rendered line is the record's message; the whole event dict rides along as ``record.ditcache_event``.
+    return ((f"[{name}] {text}" if name else text,), {"extra": {"ditcache_event": dict(event)}})
 
 
 class KVLogger:
