@@ -20,23 +20,52 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.core.context import CacheContext
 from ditcache.models import _diffusers
+from ditcache.presets.rules import PresetRule, config_value
 
 
-class WanExtractor(_diffusers.DiffusersExtractor):
-    """Extractor for ``diffusers.WanTransformer3DModel``."""
+def _teacache(config: Any) -> tuple[str, bool]:
+    dim = (config_value(config, "num_attention_heads") or 0) * (config_value(config, "attention_head_dim") or 0)
+    if dim == 3072 or config_value(config, "in_channels") == 48:
+        raise LookupError("none for Wan 2.2 TI2V-5B")
+    if config_value(config, "image_dim") is not None:
+        return "wan2.1-i2v-14b-480p", dim == 5120
+    if dim == 5120:
+        return "wan2.1-t2v-14b", True
+    return "wan2.1-t2v-1.3b", dim == 1536
 
-    name = "wan"
-    model_class = "WanTransformer3DModel"
-    block_lists = ("blocks",)
-    attention_kwargs = "attention_kwargs"
 
-    def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
-        return _extract(module, *args, **kwargs)
+def _magcache(config: Any) -> tuple[str, bool]:
+    dim = (config_value(config, "num_attention_heads") or 0) * (config_value(config, "attention_head_dim") or 0)
+    in_channels = config_value(config, "in_channels")
+    if dim == 3072 or in_channels == 48:
+        return "wan2.2-ti2v-5b", dim == 3072 and in_channels == 48
+    if config_value(config, "image_dim") is not None:  # Wan 2.1 I2V: CLIP image tokens
+        return "wan2.1-i2v-14b-480p", dim == 5120
+    if in_channels == 36:  # Wan 2.2 I2V-A14B: image latents by channel concatenation, no CLIP tokens
+        return "wan2.2-i2v-a14b", dim == 5120
+    if dim == 5120:
+        return "wan2.1-t2v-14b", True
+    return "wan2.1-t2v-1.3b", dim == 1536
 
 
-def _extract(
+WAN_TEACACHE = PresetRule(
+    ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p"),
+    _teacache,
+    "by size and I2V image tokens; the 720p and use_ret_steps ('-ret') sets by name; none for Wan 2.2 TI2V-5B",
+)
+WAN_MAGCACHE = PresetRule(
+    ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b"),
+    _magcache,
+    "by size, I2V image tokens and input channels; the other Wan 2.1/2.2 curves by name",
+)
+
+
+@_diffusers.diffusers_extractor(
+    "WanTransformer3DModel", name="wan", blocks=("blocks",), teacache=WAN_TEACACHE, magcache=WAN_MAGCACHE
+)
+def extract(
     self: Any,
     hidden_states: torch.Tensor,
     timestep: torch.Tensor,
@@ -82,16 +111,10 @@ def _extract(
     if encoder_hidden_states_image is not None:
         encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
 
-    blocks = self.blocks
-    checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
+    def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
+        return _diffusers.call_block(self, block, h, e, timestep_proj, rotary_emb)
 
-    def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
-        block = blocks[index]
-        if checkpointing:
-            h = self._gradient_checkpointing_func(block, h, e, timestep_proj, rotary_emb)
-        else:
-            h = block(h, e, timestep_proj, rotary_emb)
-        return h, e  # the text stream is not updated: hand back the same object
+    stack = _diffusers.block_stack(_diffusers.BlockList(self.blocks, call, "h"))
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         if temb.ndim == 3:
@@ -120,12 +143,9 @@ def _extract(
         hidden_states=hidden_states,
         encoder_hidden_states=encoder_hidden_states,
         temb=temb,
-        blocks=BlockStack(run_block, tuple(blocks)),
+        blocks=stack,
         postprocess=postprocess,
         extra_states={"temb": temb, "timestep_proj": timestep_proj, "rotary_emb": rotary_emb},
         timestep=raw_timestep,
         condition=condition,
     )
-
-
-WanExtractor.register()

@@ -31,6 +31,8 @@ from typing import Any
 
 import attrs
 
+from ditcache.presets.rules import NoPresetError, preset_key
+
 __all__ = ["MAG_RATIO_PRESETS", "MagRatioPreset", "infer_magcache_model"]
 
 
@@ -345,41 +347,18 @@ MAG_RATIO_PRESETS: dict[str, MagRatioPreset] = {
 def infer_magcache_model(module: Any) -> tuple[str, bool]:
     """The preset key for a module from its class and config: ``(key, exact)``.
 
-    ``exact`` is False when the architecture matches no published checkpoint and the nearest curve of the same
-    family is borrowed (a random-weight test model, say); callers log that. FLUX.1-Kontext and FLUX.1-dev share a
-    class and a config, so a Flux model always maps to ``"flux.1-dev"`` (pass ``model="flux.1-kontext-dev"``).
-    Raises ValueError when the family has no published curve.
+    The rule is the one the model's file declares (:mod:`ditcache.presets.rules`). ``exact`` is False when the
+    architecture matches no published checkpoint and the nearest curve of the same family is borrowed (a
+    random-weight test model, say); callers log that. FLUX.1-Kontext and FLUX.1-dev share a class and a config, so
+    a Flux model always maps to ``"flux.1-dev"`` (pass ``model="flux.1-kontext-dev"``). Raises ValueError when the
+    family has no published curve.
     """
-    name = type(module).__name__
-    config = getattr(module, "config", None)
-    if name == "FluxTransformer2DModel":
-        return "flux.1-dev", _get(config, "num_layers") == 19 and _get(config, "num_single_layers") == 38
-    if name == "QwenImageTransformer2DModel":
-        return "qwen-image", _get(config, "num_layers") == 60
-    if name == "HunyuanVideoTransformer3DModel":
-        return "hunyuanvideo-720p", _get(config, "num_layers") == 20 and _get(config, "num_single_layers") == 40
-    if name == "WanTransformer3DModel":
-        dim = (_get(config, "num_attention_heads") or 0) * (_get(config, "attention_head_dim") or 0)
-        in_channels = _get(config, "in_channels")
-        if dim == 3072 or in_channels == 48:
-            return "wan2.2-ti2v-5b", dim == 3072 and in_channels == 48
-        if _get(config, "image_dim") is not None:  # Wan 2.1 I2V: CLIP image tokens
-            return "wan2.1-i2v-14b-480p", dim == 5120
-        if in_channels == 36:  # Wan 2.2 I2V-A14B: image latents by channel concatenation, no CLIP tokens
-            return "wan2.2-i2v-a14b", dim == 5120
-        if dim == 5120:
-            return "wan2.1-t2v-14b", True
-        return "wan2.1-t2v-1.3b", dim == 1536
-    raise ValueError(
-        f"model: no published MagCache ratios are known for {name}; pass MagCacheConfig(model=...) with one of "
-        f"{sorted(MAG_RATIO_PRESETS)}, explicit mag_ratios=[...], or a calibrated profile=... "
-        "(calibrate one with MagCacheConfig(calibrate=True))"
-    )
-
-
-def _get(config: Any, key: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, dict):
-        return config.get(key)
-    return getattr(config, key, None)
+    try:
+        return preset_key(module, "magcache")
+    except NoPresetError as exc:
+        known = "known" if exc.note is None else f"published ({exc.note})"
+        raise ValueError(
+            f"model: no published MagCache ratios are {known} for {exc.class_name}; pass MagCacheConfig(model=...) "
+            f"with one of {sorted(MAG_RATIO_PRESETS)}, explicit mag_ratios=[...], or a calibrated profile=... "
+            "(calibrate one with MagCacheConfig(calibrate=True))"
+        ) from None

@@ -19,6 +19,8 @@ from typing import Any
 
 import attrs
 
+from ditcache.presets.rules import NoPresetError, preset_key
+
 __all__ = ["TEACACHE_PRESETS", "TeaCachePreset", "infer_teacache_model"]
 
 
@@ -118,38 +120,20 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
 def infer_teacache_model(module: Any) -> tuple[str, bool]:
     """The preset key for a module from its class and config: ``(key, exact)``.
 
-    ``exact`` is False when the architecture matches no published checkpoint and the nearest preset of the same
-    family is borrowed (a random-weight test model, say); callers log that. Raises ValueError when the family has
-    no published coefficients at all.
+    The rule is the one the model's file declares (:mod:`ditcache.presets.rules`). ``exact`` is False when the
+    architecture matches no published checkpoint and the nearest preset of the same family is borrowed (a
+    random-weight test model, say); callers log that. Raises ValueError when the family has no published
+    coefficients at all.
     """
-    name = type(module).__name__
-    config = getattr(module, "config", None)
-    if name == "FluxTransformer2DModel":
-        return "flux.1-dev", _get(config, "num_layers") == 19 and _get(config, "num_single_layers") == 38
-    if name == "QwenImageTransformer2DModel":
-        return "qwen-image", _get(config, "num_layers") == 60
-    if name == "WanTransformer3DModel":
-        dim = (_get(config, "num_attention_heads") or 0) * (_get(config, "attention_head_dim") or 0)
-        i2v = _get(config, "image_dim") is not None
-        if dim == 3072 or _get(config, "in_channels") == 48:
+    try:
+        return preset_key(module, "teacache")
+    except NoPresetError as exc:
+        if exc.note is not None:
             raise ValueError(
-                "model: no TeaCache coefficients are published for Wan 2.2 TI2V-5B; pass "
-                "TeaCacheConfig(coefficients=[...]) fitted for it"
-            )
-        if i2v:
-            return "wan2.1-i2v-14b-480p", dim == 5120
-        if dim == 5120:
-            return "wan2.1-t2v-14b", True
-        return "wan2.1-t2v-1.3b", dim == 1536
-    raise ValueError(
-        f"model: no TeaCache coefficients are known for {name}; pass TeaCacheConfig(model=...) with one of "
-        f"{sorted(TEACACHE_PRESETS)} or explicit coefficients=[c4, c3, c2, c1, c0]"
-    )
-
-
-def _get(config: Any, key: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, dict):
-        return config.get(key)
-    return getattr(config, key, None)
+                f"model: no TeaCache coefficients are published for {exc.class_name} ({exc.note}); pass "
+                "TeaCacheConfig(coefficients=[c4, c3, c2, c1, c0]) fitted for it (`ditcache calibrate` fits them)"
+            ) from None
+        raise ValueError(
+            f"model: no TeaCache coefficients are known for {exc.class_name}; pass TeaCacheConfig(model=...) with "
+            f"one of {sorted(TEACACHE_PRESETS)} or explicit coefficients=[c4, c3, c2, c1, c0]"
+        ) from None
