@@ -37,17 +37,34 @@ def model_class(case: Case) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def sample(out: Any, native: Any, return_dict: bool) -> torch.Tensor:
-    """The output tensor, after checking the return type matches the native one and ``return_dict``."""
+def sample(out: Any, native: Any, return_dict: bool) -> Any:
+    """The output sample, after checking the return type matches the native one and ``return_dict``."""
     assert type(out) is type(native)
     if return_dict:
-        return out.sample  # type: ignore[no-any-return]
+        return out.sample
     assert isinstance(out, tuple) and len(out) == len(native) == 1
-    return out[0]  # type: ignore[no-any-return]
+    return out[0]
 
 
-def first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out.sample  # type: ignore[no-any-return]
+def first(out: Any) -> Any:
+    return out[0] if isinstance(out, tuple) else out.sample
+
+
+def tensors(x: Any) -> list[torch.Tensor]:
+    """The tensors of a sample: itself, or the per-sample tensors of a list output (Z-Image, Lumina2, ...)."""
+    return [x] if isinstance(x, torch.Tensor) else [t for item in x for t in tensors(item)]
+
+
+def same(got: Any, expected: Any) -> bool:
+    """Bit-equal samples (tensors or lists of tensors), with equal shapes and dtypes."""
+    a, b = tensors(got), tensors(expected)
+    return len(a) == len(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b)
+    )
+
+
+def max_diff(got: Any, expected: Any) -> float:
+    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(tensors(got), tensors(expected)))
 
 
 def ditcache_attrs(module: nn.Module) -> list[str]:
@@ -100,8 +117,7 @@ def assert_hooked_equals_native(
             ref = native(*args, **kwargs)
             expected = sample(ref, ref, return_dict)
             got = sample(model(*args, **kwargs), ref, return_dict)
-            assert got.shape == expected.shape and got.dtype == expected.dtype
-            assert torch.equal(got, expected), f"step {step}: max |diff| {(got - expected).abs().max().item()}"
+            assert same(got, expected), f"step {step}: max |diff| {max_diff(got, expected)}"
 
     # The cache decided every call (a distance was measured after the first) and computed each one.
     stats = cache.stats()
@@ -116,7 +132,7 @@ def assert_hooked_equals_native(
     assert list(model.state_dict()) == keys
     args, kwargs = calls[-1]
     with torch.no_grad():
-        assert torch.equal(first(model(*args, **kwargs)), first(native(*args, **kwargs)))
+        assert same(first(model(*args, **kwargs)), first(native(*args, **kwargs)))
 
 
 def extract(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[CacheContext]:
@@ -179,7 +195,7 @@ def test_context_reproduces_forward_and_blocks_slice(case: str) -> None:
                 assert h.shape == ctx.hidden_states.shape  # a residual can be taken between any two blocks
             assert torch.equal(h, h_all)
             assert (e is None and e_all is None) or torch.equal(e, e_all)  # type: ignore[arg-type]
-            assert torch.equal(ctx.postprocess(h_all, e_all).sample, expected)
+            assert same(ctx.postprocess(h_all, e_all).sample, expected)
             # the raw call arguments, as the caller passed them (generation / CFG-branch detection)
             assert ctx.timestep is ALL[case].argument(calls[1], ALL[case].timestep)
             if ALL[case].condition is not None:
@@ -210,12 +226,12 @@ def test_gradient_checkpointing_matches_native(case: str) -> None:
     ditcache.apply_teacache_hook(model, NEVER_SKIP)
     args, kwargs = calls[0]
     out, ref = model(*args, **kwargs).sample, native(*args, **kwargs).sample
-    assert torch.equal(out, ref)
+    assert same(out, ref)
     # every cached block went through the checkpointing function, and as often as natively
     assert counts[0] == counts[1]
     assert counts[0][0] >= len(get_extractor(model).block_modules(model))
-    out.square().mean().backward()
-    ref.square().mean().backward()
+    sum(t.square().mean() for t in tensors(out)).backward()
+    sum(t.square().mean() for t in tensors(ref)).backward()
     for (name, p), q in zip(model.named_parameters(), native.parameters()):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
@@ -280,9 +296,10 @@ def test_each_cache_skips_steps_of_a_short_run(case: str, cache_name: str) -> No
     with torch.no_grad():
         for step, (args, kwargs) in enumerate(calls):
             got, ref = model(*args, **kwargs)[0], native(*args, **kwargs)[0]
-            assert got.shape == ref.shape and torch.isfinite(got).all()
+            assert [t.shape for t in tensors(got)] == [t.shape for t in tensors(ref)]
+            assert all(torch.isfinite(t).all() for t in tensors(got))
             if step == 0:
-                assert torch.equal(got, ref)
+                assert same(got, ref)
     stats = cache.stats()
     assert len(stats) == 1
     assert stats[0].skipped_steps, f"{cache_name} skipped nothing on {case}"

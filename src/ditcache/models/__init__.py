@@ -19,8 +19,11 @@ __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
     "FluxTransformer2DModel": "ditcache.models.flux",
+    "Flux2Transformer2DModel": "ditcache.models.flux2",
+    "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "WanTransformer3DModel": "ditcache.models.wan",
+    "ZImageTransformer2DModel": "ditcache.models.zimage",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -49,7 +52,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "DiTTransformer2DModel": _LATER,
     "EasyAnimateTransformer3DModel": _LATER,
     "ErnieImageTransformer2DModel": _LATER,
-    "Flux2Transformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
     "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
     "HeliosTransformer3DModel": _LATER,
@@ -59,7 +61,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HunyuanImageTransformer2DModel": _LATER,
     "HunyuanVideo15Transformer3DModel": _LATER,
     "HunyuanVideoFramepackTransformer3DModel": _LATER,
-    "HunyuanVideoTransformer3DModel": _LATER,
     "Ideogram4Transformer2DModel": _LATER,
     "JoyImageEditPlusTransformer3DModel": _LATER,
     "JoyImageEditTransformer3DModel": _LATER,
@@ -97,7 +98,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     f"branch) and {_KV}",
     "WanAnimateTransformer3DModel": _LATER,
     "WanVACETransformer3DModel": _LATER,
-    "ZImageTransformer2DModel": _LATER,
 }
 """Known diffusers DiT class name -> why ditcache refuses it."""
 

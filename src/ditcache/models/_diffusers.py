@@ -151,14 +151,17 @@ def controlnet_residuals(
     return add
 
 
-def add_at(residuals: dict[int, torch.Tensor] | None, scale: float | torch.Tensor = 1.0) -> AddOn | None:
-    """Add ``residuals[i] * scale`` after block ``i`` where present (VACE hints and the like); None if empty."""
+def add_at(residuals: dict[int, torch.Tensor] | None, scale: float | torch.Tensor | None = None) -> AddOn | None:
+    """Add ``residuals[i]`` (times ``scale`` when given) after block ``i`` where present (ControlNet maps, VACE
+    hints); None if there are none."""
     if not residuals:
         return None
 
     def add(index: int, h: torch.Tensor) -> torch.Tensor:
         r = residuals.get(index)
-        return h if r is None else h + r * scale
+        if r is None:
+            return h
+        return h + r if scale is None else h + r * scale
 
     return add
 
@@ -240,13 +243,16 @@ def lora_scope(module: nn.Module, kwargs: dict[str, Any], kwargs_name: str | Non
             unscale_lora_layers(module, lora_scale)
 
 
-def model_output(output: Any, return_dict: bool, output_class: str = "Transformer2DModelOutput") -> Any:
-    """Wrap a sample the way diffusers transformers do (``output_class`` from ``diffusers.models.modeling_outputs``)."""
+def model_output(output: Any, return_dict: bool, output_class: type | str = "Transformer2DModelOutput") -> Any:
+    """Wrap a sample the way diffusers transformers do: ``(output,)`` or ``output_class(sample=output)`` (a class,
+    or the name of one in ``diffusers.models.modeling_outputs``)."""
     if not return_dict:
         return (output,)
-    from diffusers.models import modeling_outputs
+    if isinstance(output_class, str):
+        from diffusers.models import modeling_outputs
 
-    return getattr(modeling_outputs, output_class)(sample=output)
+        output_class = getattr(modeling_outputs, output_class)
+    return output_class(sample=output)  # type: ignore[operator]
 
 
 # -------------------------------------------------------------------------------------------------- extractor

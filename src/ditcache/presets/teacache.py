@@ -60,6 +60,12 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
             "attributes them to ComfyUI-TeaCache; calibrate for best results."
         ),
     ),
+    "hunyuanvideo": TeaCachePreset(
+        (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02),
+        "ali-vilab/TeaCache, TeaCache4HunyuanVideo/teacache_sample_video.py",
+        recommended_thresholds=(0.1, 0.15),
+        note="README (A800): 540p / 720p 0.1 -> 1.6x, 0.15 -> 2.1x",
+    ),
     "wan2.1-t2v-1.3b": TeaCachePreset(
         (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
         _WAN_SRC + " (use_ret_steps=False)",
