@@ -30,8 +30,8 @@ _FLUX_DEV = {"num_layers": 19, "num_single_layers": 38}
     name="flux",
     blocks=("transformer_blocks", "single_transformer_blocks"),
     attention_kwargs="joint_attention_kwargs",
-    teacache=fixed("flux.1-dev", "FLUX.1-Kontext-dev: pass model='flux.1-kontext-dev'", **_FLUX_DEV),
-    magcache=fixed("flux.1-dev", "FLUX.1-Kontext-dev: pass model='flux.1-kontext-dev'", **_FLUX_DEV),
+    teacache=fixed("flux.1-dev", _FLUX_DEV, "FLUX.1-Kontext-dev: pass model='flux.1-kontext-dev'"),
+    magcache=fixed("flux.1-dev", _FLUX_DEV, "FLUX.1-Kontext-dev: pass model='flux.1-kontext-dev'"),
 )
 def extract(
     self: Any,

@@ -35,7 +35,9 @@ from ditcache.presets.rules import fixed, none_published
         "set; no fit for FLUX.2 is published"
     ),
     magcache=fixed(
-        "flux.2-dev-vllm-omni", "vLLM-Omni's FLUX2_MAG_RATIOS (28 steps)", num_layers=8, num_single_layers=48
+        "flux.2-dev-vllm-omni",
+        {"num_layers": 8, "num_single_layers": 48},
+        "vLLM-Omni's FLUX2_MAG_RATIOS (28 steps)",
     ),
 )
 def extract(

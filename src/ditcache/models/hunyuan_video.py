@@ -27,8 +27,8 @@ _HUNYUAN = {"num_layers": 20, "num_single_layers": 40}
     "HunyuanVideoTransformer3DModel",
     name="hunyuanvideo",
     blocks=("transformer_blocks", "single_transformer_blocks"),
-    teacache=fixed("hunyuanvideo", **_HUNYUAN),
-    magcache=fixed("hunyuanvideo-720p", "the 544p curve by name: 'hunyuanvideo-544p'", **_HUNYUAN),
+    teacache=fixed("hunyuanvideo", _HUNYUAN),
+    magcache=fixed("hunyuanvideo-720p", _HUNYUAN, "the 544p curve by name: 'hunyuanvideo-544p'"),
 )
 def extract(
     self: Any,

@@ -32,8 +32,8 @@ from ditcache.presets.rules import fixed
     name="qwenimage",
     blocks=("transformer_blocks",),
     attention_kwargs="attention_kwargs",
-    teacache=fixed("qwen-image", num_layers=60),
-    magcache=fixed("qwen-image", num_layers=60),
+    teacache=fixed("qwen-image", {"num_layers": 60}),
+    magcache=fixed("qwen-image", {"num_layers": 60}),
 )
 def extract(
     self: Any,

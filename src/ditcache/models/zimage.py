@@ -36,12 +36,12 @@ from ditcache.presets.rules import none_published
 )
 def extract(
     self: Any,
-    x: list[Any],
+    x: Any,
     t: torch.Tensor,
-    cap_feats: list[Any],
+    cap_feats: Any,
     return_dict: bool = True,
     controlnet_block_samples: dict[int, torch.Tensor] | None = None,
-    siglip_feats: list[list[torch.Tensor]] | None = None,
+    siglip_feats: Any = None,
     image_noise_mask: list[list[int]] | None = None,
     patch_size: int = 2,
     f_patch_size: int = 1,

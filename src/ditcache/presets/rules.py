@@ -56,11 +56,13 @@ class PresetRule:
     """Why the rule is what it is (shown by ``ditcache info`` and the coverage page)."""
 
 
-def fixed(key: str, note: str = "", **published: Any) -> PresetRule:
-    """One preset for the whole class; ``exact`` when every config value in ``published`` matches."""
+def fixed(key: str, published: Mapping[str, Any] | None = None, note: str = "") -> PresetRule:
+    """One preset for the whole class; ``exact`` when every config value in ``published`` (the published
+    checkpoint's config) matches."""
+    expected = dict(published or {})
 
     def choose(config: Any) -> tuple[str, bool]:
-        return key, all(config_value(config, k) == v for k, v in published.items())
+        return key, all(config_value(config, k) == v for k, v in expected.items())
 
     return PresetRule((key,), choose, note)
 
