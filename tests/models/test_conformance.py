@@ -13,12 +13,13 @@ block stack's slicing, the extractor lookup, refusals and the runtime's checks o
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
 import torch
-from cases import ALL, NEVER_SKIP, Call, Case
+from cases import ALL, NEVER_SKIP, REFUSALS, Call
 from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, WanTransformer3DModel
 from torch import nn
 
@@ -32,8 +33,10 @@ def tagged(tag: str) -> list[str]:
     return [case_id for case_id, case in ALL.items() if tag in case.tags]
 
 
-def model_class(case: Case) -> str:
-    return type(case.build()).__name__
+@functools.cache
+def model_class(case_id: str) -> str:
+    """The class name of a case's model (built once)."""
+    return type(ALL[case_id].build()).__name__
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -311,8 +314,8 @@ def test_each_cache_skips_steps_of_a_short_run(case: str, cache_name: str) -> No
 # ------------------------------------------------------------------------------------------------ coverage
 def test_every_supported_class_has_every_kind_of_case() -> None:
     classes: dict[str, set[str]] = {}
-    for case in ALL.values():
-        classes.setdefault(model_class(case), set()).update(case.tags)
+    for case_id, case in ALL.items():
+        classes.setdefault(model_class(case_id), set()).update(case.tags)
     missing = {name: sorted({"dtype", "checkpointing", "loop"} - tags) for name, tags in classes.items()}
     assert {k: v for k, v in missing.items() if v} == {}
     assert set(classes) == set(MODEL_TABLE) - set(UNSUPPORTED)
@@ -326,7 +329,26 @@ def test_unsupported_classes_are_refused_with_the_reason(name: str) -> None:
         ext.check(nn.Linear(1, 1))
     assert f"{name} is not supported by ditcache" in str(info.value)
     assert UNSUPPORTED[name] in str(info.value)
-    assert not set(UNSUPPORTED) & {model_class(case) for case in ALL.values()}
+    assert name not in {model_class(case_id) for case_id in ALL}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_uncacheable_configurations_are_refused(refusal: str) -> None:
+    """Branch-dependent compute and KV-cache modes raise a clear error (at apply time when the model says so,
+    else at the call), and the model still runs natively once the cache is removed."""
+    spec = REFUSALS[refusal]
+    model = spec.build()
+    if spec.call is None:
+        with pytest.raises(ValueError, match=spec.match):
+            ditcache.apply_teacache_hook(model, NEVER_SKIP)
+        assert ditcache_attrs(model) == []
+        return
+    args, kwargs = spec.call(model)
+    ditcache.apply_teacache_hook(model, NEVER_SKIP)
+    with torch.no_grad(), pytest.raises(ValueError, match=spec.match):
+        model(*args, **kwargs)
+    ditcache.remove_cache(model)
+    assert ditcache_attrs(model) == []
 
 
 # ---------------------------------------------------------------------------------------- model specifics

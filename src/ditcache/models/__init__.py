@@ -21,7 +21,9 @@ SUPPORTED: Final[dict[str, str]] = {
     "FluxTransformer2DModel": "ditcache.models.flux",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
+    "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
+    "SD3Transformer2DModel": "ditcache.models.sd3",
     "WanTransformer3DModel": "ditcache.models.wan",
     "ZImageTransformer2DModel": "ditcache.models.zimage",
 }
@@ -59,7 +61,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
     "HunyuanImageTransformer2DModel": _LATER,
-    "HunyuanVideo15Transformer3DModel": _LATER,
     "HunyuanVideoFramepackTransformer3DModel": _LATER,
     "Ideogram4Transformer2DModel": _LATER,
     "JoyImageEditPlusTransformer3DModel": _LATER,
@@ -86,7 +87,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "PRXTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
-    "SD3Transformer2DModel": _LATER,
     "SanaTransformer2DModel": _LATER,
     "SanaVideoTransformer3DModel": _LATER,
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "

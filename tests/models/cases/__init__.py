@@ -29,9 +29,11 @@ __all__ = [
     "ALL",
     "FLOW_TIMESTEPS",
     "NEVER_SKIP",
+    "REFUSALS",
     "TIMESTEPS_1000",
     "Call",
     "Case",
+    "Refusal",
     "TeaCacheConfig",
     "built",
     "randn",
@@ -99,16 +101,33 @@ def built(cls: Callable[..., nn.Module], **config: Any) -> Callable[[], nn.Modul
     return build
 
 
-def _collect() -> dict[str, Case]:
+@dataclass(frozen=True)
+class Refusal:
+    """A configuration or a call the extractor must refuse with a ValueError matching ``match``.
+
+    ``call`` builds the refused call from the model; None means the model itself is refused when a cache is applied.
+    """
+
+    id: str
+    build: Callable[[], nn.Module]
+    call: Callable[[nn.Module], Call] | None
+    match: str
+
+
+def _collect() -> tuple[dict[str, Case], dict[str, Refusal]]:
     found: dict[str, Case] = {}
+    refusals: dict[str, Refusal] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         for case in module.CASES:
             assert case.id not in found, f"duplicate case id {case.id!r}"
             assert case.tags <= ALL_TAGS, f"{case.id}: unknown tags {set(case.tags - ALL_TAGS)}"
             found[case.id] = case
-    return found
+        for refusal in getattr(module, "REFUSALS", ()):
+            assert refusal.id not in refusals, f"duplicate refusal id {refusal.id!r}"
+            refusals[refusal.id] = refusal
+    return found, refusals
 
 
-ALL: dict[str, Case] = _collect()
-"""Every case, by id."""
+ALL, REFUSALS = _collect()
+"""Every case and every refusal, by id."""

@@ -9,7 +9,7 @@ import torch
 from diffusers import Flux2Transformer2DModel
 from torch import nn
 
-from cases import FLOW_TIMESTEPS, Call, Case, built, randn, seeded
+from cases import FLOW_TIMESTEPS, Call, Case, Refusal, built, randn, seeded
 
 
 def build(guidance_embeds: bool = True) -> nn.Module:
@@ -56,3 +56,11 @@ CASES = [
     Case("flux2-klein", lambda: build(guidance_embeds=False), calls, {"guidance": False}, **_KW),
     Case("flux2-attention-kwargs", build, calls, {"joint_attention_kwargs": {}}, **_KW),
 ]
+
+
+def _kv_call(model: nn.Module) -> Call:
+    args, kwargs = calls(model, 1, True)[0]
+    return args, {**kwargs, "kv_cache_mode": "extract", "num_ref_tokens": 2}
+
+
+REFUSALS = [Refusal("flux2-reference-kv-cache", build, _kv_call, "kv_cache")]
