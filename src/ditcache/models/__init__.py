@@ -22,9 +22,11 @@ SUPPORTED: Final[dict[str, str]] = {
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
+    "LTXVideoTransformer3DModel": "ditcache.models.ltx",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
     "WanTransformer3DModel": "ditcache.models.wan",
+    "WanVACETransformer3DModel": "ditcache.models.wan_vace",
     "ZImageTransformer2DModel": "ditcache.models.zimage",
 }
 """Covered model class name -> module path of its extractor."""
@@ -70,7 +72,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Kandinsky6Transformer3DModel": _LATER,
     "Krea2Transformer2DModel": _LATER,
     "LTX2VideoTransformer3DModel": _LATER,
-    "LTXVideoTransformer3DModel": _LATER,
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
     "states change shape inside the loop); no extractor yet",
     "LongCatAudioDiTTransformer": _LATER,
@@ -97,7 +98,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
     f"branch) and {_KV}",
     "WanAnimateTransformer3DModel": _LATER,
-    "WanVACETransformer3DModel": _LATER,
 }
 """Known diffusers DiT class name -> why ditcache refuses it."""
 

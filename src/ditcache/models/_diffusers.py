@@ -214,6 +214,32 @@ def scale_shift_input(
     return modulated
 
 
+# ------------------------------------------------------------------------------------------------ family bases
+def wan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int, ...], return_dict: bool) -> Any:
+    """The Wan family's output: ``norm_out`` modulated by ``scale_shift_table + temb`` (per token when ``temb`` is
+    3-D), ``proj_out``, unpatchify. ``grid`` is ``(batch, frames, height, width, p_t, p_h, p_w)`` after patching."""
+    if temb.ndim == 3:  # (batch, seq_len, inner_dim): Wan 2.2 TI2V per-token timesteps
+        shift, scale = (model.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
+        shift, scale = shift.squeeze(2), scale.squeeze(2)
+    else:
+        shift, scale = (model.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+    # diffusers moves them to the hidden states' device (multi-GPU placement with accelerate)
+    shift, scale = shift.to(h.device), scale.to(h.device)
+    h = (model.norm_out(h.float()) * (1 + scale) + shift).type_as(h)
+    h = model.proj_out(h)
+    batch, frames, height, width, p_t, p_h, p_w = grid
+    h = h.reshape(batch, frames, height, width, p_t, p_h, p_w, -1)
+    h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
+    return model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+
+
+def wan_grid(model: Any, hidden_states: torch.Tensor) -> tuple[int, ...]:
+    """``(batch, frames, height, width, p_t, p_h, p_w)`` of a Wan-family latent after patching."""
+    batch, _, frames, height, width = hidden_states.shape
+    p_t, p_h, p_w = model.config.patch_size
+    return batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w
+
+
 # --------------------------------------------------------------------------------------------------- scope/out
 @contextlib.contextmanager
 def lora_scope(module: nn.Module, kwargs: dict[str, Any], kwargs_name: str | None) -> Iterator[dict[str, Any]]:

@@ -66,6 +66,12 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         recommended_thresholds=(0.1, 0.15),
         note="README (A800): 540p / 720p 0.1 -> 1.6x, 0.15 -> 2.1x",
     ),
+    "ltx-video-0.9.1": TeaCachePreset(
+        (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
+        "ali-vilab/TeaCache, TeaCache4LTX-Video/teacache_ltx.py",
+        recommended_thresholds=(0.03, 0.05),
+        note="README (A800): 0.03 -> 1.6x, 0.05 -> 2.1x",
+    ),
     "wan2.1-t2v-1.3b": TeaCachePreset(
         (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
         _WAN_SRC + " (use_ret_steps=False)",
