@@ -18,13 +18,15 @@ from typing import Final
 __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
-    "FluxTransformer2DModel": "ditcache.models.flux",
+    "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
-    "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
+    "FluxTransformer2DModel": "ditcache.models.flux",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
+    "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
+    "SkyReelsV2Transformer3DModel": "ditcache.models.skyreels_v2",
     "WanTransformer3DModel": "ditcache.models.wan",
     "WanVACETransformer3DModel": "ditcache.models.wan_vace",
     "ZImageTransformer2DModel": "ditcache.models.zimage",
@@ -45,7 +47,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "BriaFiboTransformer2DModel": _LATER,
     "BriaTransformer2DModel": _LATER,
     "ChromaTransformer2DModel": _LATER,
-    "ChronoEditTransformer3DModel": _LATER,
     "CogVideoXTransformer3DModel": _LATER,
     "CogView3PlusTransformer2DModel": _LATER,
     "CogView4Transformer2DModel": _LATER,
@@ -92,7 +93,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "SanaVideoTransformer3DModel": _LATER,
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
-    "SkyReelsV2Transformer3DModel": _LATER,
     "StableAudio3DiTModel": _LATER,
     "StableAudioDiTModel": _LATER,
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "

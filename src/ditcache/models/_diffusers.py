@@ -233,6 +233,38 @@ def wan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int,
     return model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
 
 
+def wan_preprocess(
+    model: Any,
+    hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    encoder_hidden_states_image: torch.Tensor | None,
+    *,
+    contiguous: bool,
+) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The Wan family's preprocessing: ``(rotary_emb, hidden_states, temb, timestep_proj, encoder_hidden_states)``.
+
+    RoPE, patch embedding (made contiguous when the model does so), the condition embedder (a 2-D ``(batch, seq)``
+    timestep is Wan 2.2 TI2V's per-token timestep) and the I2V image tokens prepended to the text tokens.
+    """
+    rotary_emb = model.rope(hidden_states)
+    hidden_states = model.patch_embedding(hidden_states).flatten(2).transpose(1, 2)
+    if contiguous:
+        hidden_states = hidden_states.contiguous()
+    ts_seq_len: int | None = None
+    if timestep.ndim == 2:
+        ts_seq_len = timestep.shape[1]
+        timestep = timestep.flatten()
+    temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = model.condition_embedder(
+        timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+    )
+    # (batch, seq_len, 6, inner_dim) for per-token timesteps, else (batch, 6, inner_dim)
+    timestep_proj = timestep_proj.unflatten(2 if ts_seq_len is not None else 1, (6, -1))
+    if encoder_hidden_states_image is not None:
+        encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
+    return rotary_emb, hidden_states, temb, timestep_proj, encoder_hidden_states
+
+
 def wan_grid(model: Any, hidden_states: torch.Tensor) -> tuple[int, ...]:
     """``(batch, frames, height, width, p_t, p_h, p_w)`` of a Wan-family latent after patching."""
     batch, _, frames, height, width = hidden_states.shape

@@ -77,34 +77,9 @@ def extract(
     condition = encoder_hidden_states
     raw_timestep = timestep
     grid = _diffusers.wan_grid(self, hidden_states)
-    rotary_emb = self.rope(hidden_states)
-
-    hidden_states = self.patch_embedding(hidden_states)
-    hidden_states = hidden_states.flatten(2).transpose(1, 2)
-
-    # diffusers makes the flattened tokens contiguous before the block loop.
-    hidden_states = hidden_states.contiguous()
-
-    # timestep: (batch,) or (batch, seq_len) (Wan 2.2 TI2V)
-    ts_seq_len: int | None
-    if timestep.ndim == 2:
-        ts_seq_len = timestep.shape[1]
-        timestep = timestep.flatten()  # batch_size * seq_len
-    else:
-        ts_seq_len = None
-
-    temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
-        timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+    rotary_emb, hidden_states, temb, timestep_proj, encoder_hidden_states = _diffusers.wan_preprocess(
+        self, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, contiguous=True
     )
-    if ts_seq_len is not None:
-        # batch_size, seq_len, 6, inner_dim
-        timestep_proj = timestep_proj.unflatten(2, (6, -1))
-    else:
-        # batch_size, 6, inner_dim
-        timestep_proj = timestep_proj.unflatten(1, (6, -1))
-
-    if encoder_hidden_states_image is not None:
-        encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
 
     def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
         return _diffusers.call_block(self, block, h, e, timestep_proj, rotary_emb)
