@@ -19,6 +19,7 @@ __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
+    "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
@@ -47,7 +48,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "BriaFiboTransformer2DModel": _LATER,
     "BriaTransformer2DModel": _LATER,
     "ChromaTransformer2DModel": _LATER,
-    "CogVideoXTransformer3DModel": _LATER,
     "CogView3PlusTransformer2DModel": _LATER,
     "CogView4Transformer2DModel": _LATER,
     "ConsisIDTransformer3DModel": _LATER,

@@ -72,6 +72,23 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         recommended_thresholds=(0.03, 0.05),
         note="README (A800): 0.03 -> 1.6x, 0.05 -> 2.1x",
     ),
+    "cogvideox-2b": TeaCachePreset(
+        (-3.10658903e01, 2.54732368e01, -5.92380459e00, 1.75769064e00, -3.61568434e-03),
+        "ali-vilab/TeaCache, TeaCache4CogVideoX1.5 coefficient dict / eval/teacache/experiments/cogvideox.py",
+    ),
+    "cogvideox-5b": TeaCachePreset(
+        (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
+        "ali-vilab/TeaCache, TeaCache4CogVideoX1.5 coefficient dict / eval/teacache/experiments/cogvideox.py",
+        note="Published for CogVideoX-5b, CogVideoX-5b-I2V and ConsisID alike.",
+    ),
+    "cogvideox1.5-5b": TeaCachePreset(
+        (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02),
+        "ali-vilab/TeaCache, TeaCache4CogVideoX1.5/teacache_sample_video.py",
+    ),
+    "cogvideox1.5-5b-i2v": TeaCachePreset(
+        (1.22842302e02, -1.04088754e02, 2.62981677e01, -3.06009921e-01, 3.71213220e-02),
+        "ali-vilab/TeaCache, TeaCache4CogVideoX1.5/teacache_sample_video.py",
+    ),
     "wan2.1-t2v-1.3b": TeaCachePreset(
         (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
         _WAN_SRC + " (use_ret_steps=False)",
