@@ -18,6 +18,7 @@ from typing import Final
 __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
+    "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
     "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
@@ -47,7 +48,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
     "BriaTransformer2DModel": _LATER,
-    "ChromaTransformer2DModel": _LATER,
     "CogView3PlusTransformer2DModel": _LATER,
     "CogView4Transformer2DModel": _LATER,
     "ConsisIDTransformer3DModel": _LATER,

@@ -47,6 +47,7 @@ __all__ = [
     "adaln_input",
     "block_stack",
     "call_block",
+    "checkpointing",
     "chain",
     "controlnet_index",
     "controlnet_residuals",
@@ -73,12 +74,17 @@ Returns = Literal["h", "he", "eh", "joint"]
 
 
 # ------------------------------------------------------------------------------------------------ block calls
+def checkpointing(model: nn.Module) -> bool:
+    """Whether the model's block loop goes through its gradient-checkpointing function now."""
+    return torch.is_grad_enabled() and bool(getattr(model, "gradient_checkpointing", False))
+
+
 def call_block(model: nn.Module, block: nn.Module, *args: Any) -> Any:
     """``block(*args)``, through the model's gradient-checkpointing function when it is on and grad is enabled.
 
     The arguments are positional in the block's signature order, as diffusers' checkpointing branch passes them.
     """
-    if torch.is_grad_enabled() and getattr(model, "gradient_checkpointing", False):
+    if checkpointing(model):
         return model._gradient_checkpointing_func(block, *args)  # type: ignore[operator]
     return block(*args)
 
