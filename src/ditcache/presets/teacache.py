@@ -66,6 +66,22 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         recommended_thresholds=(0.1, 0.15),
         note="README (A800): 540p / 720p 0.1 -> 1.6x, 0.15 -> 2.1x",
     ),
+    "lumina2-v1": TeaCachePreset(
+        (393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344),
+        "ali-vilab/TeaCache, TeaCache4Lumina2/teacache_lumina2.py (the repository default)",
+        recommended_thresholds=(0.2, 0.3, 0.4, 0.5),
+        note="README (4090, 50 steps, ~25 s): 0.2 -> ~20 s, 0.3 -> ~16 s, 0.4 -> ~12 s, 0.5 -> ~10 s",
+    ),
+    "lumina2-v2": TeaCachePreset(
+        (225.7042019806413, -608.8453716535591, 304.1869942338369, 124.21267720116742, -1.4089066892956552),
+        "ali-vilab/TeaCache, TeaCache4Lumina2/README.md",
+        recommended_thresholds=(0.2, 0.3, 0.5, 1.1),
+        note="README: 0.2 -> 1.5x, 0.3 -> 1.6x, 0.5 -> 1.8x, 1.1 -> 2.1x",
+    ),
+    "lumina2-comfyui": TeaCachePreset(
+        (-8.74643948e02, 4.66059906e02, -7.51559762e01, 5.32836175e00, -3.27258296e-02),
+        "welltop-cn/ComfyUI-TeaCache, nodes.py (Lumina-Image-2.0)",
+    ),
     "ltx-video-0.9.1": TeaCachePreset(
         (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
         "ali-vilab/TeaCache, TeaCache4LTX-Video/teacache_ltx.py",
