@@ -23,6 +23,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
+    "HiDreamImageTransformer2DModel": "ditcache.models.hidream",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
@@ -61,7 +62,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Flux3Transformer2DModel": _LATER,
     "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
     "HeliosTransformer3DModel": _LATER,
-    "HiDreamImageTransformer2DModel": _LATER,
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
     "HunyuanImageTransformer2DModel": _LATER,

@@ -82,6 +82,20 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         (-8.74643948e02, 4.66059906e02, -7.51559762e01, 5.32836175e00, -3.27258296e-02),
         "welltop-cn/ComfyUI-TeaCache, nodes.py (Lumina-Image-2.0)",
     ),
+    "hidream-i1-full": TeaCachePreset(
+        (-3.13605009e04, -7.12425503e02, 4.91363285e01, 8.26515490e00, 1.08053901e-01),
+        "ali-vilab/TeaCache, TeaCache4HiDream-I1/teacache_hidream_i1.py",
+        recommended_thresholds=(0.17, 0.25, 0.3, 0.45),
+        note="README (A100, ~50 s): 0.17 -> 1.5x, 0.25 -> 1.7x, 0.3 -> 2.0x, 0.45 -> 2.6x",
+    ),
+    "hidream-i1-dev": TeaCachePreset(
+        (1.39997273, -4.30130469, 5.01534416, -2.20504164, 0.93942874),
+        "welltop-cn/ComfyUI-TeaCache, nodes.py (HiDream-I1-Dev)",
+    ),
+    "hidream-i1-fast": TeaCachePreset(
+        (2.26509623, -6.88864563, 7.61123826, -3.10849353, 0.99927602),
+        "welltop-cn/ComfyUI-TeaCache, nodes.py (HiDream-I1-Fast)",
+    ),
     "ltx-video-0.9.1": TeaCachePreset(
         (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
         "ali-vilab/TeaCache, TeaCache4LTX-Video/teacache_ltx.py",
