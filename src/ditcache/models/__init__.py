@@ -30,6 +30,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "Lumina2Transformer2DModel": "ditcache.models.lumina2",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
+    "SanaTransformer2DModel": "ditcache.models.sana",
     "SkyReelsV2Transformer3DModel": "ditcache.models.skyreels_v2",
     "WanTransformer3DModel": "ditcache.models.wan",
     "WanVACETransformer3DModel": "ditcache.models.wan_vace",
@@ -89,7 +90,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "PRXTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
-    "SanaTransformer2DModel": _LATER,
     "SanaVideoTransformer3DModel": _LATER,
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
