@@ -28,6 +28,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
     "Lumina2Transformer2DModel": "ditcache.models.lumina2",
+    "PixArtTransformer2DModel": "ditcache.models.pixart",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
     "SanaTransformer2DModel": "ditcache.models.sana",
@@ -88,7 +89,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "OmniGenTransformer2DModel": _LATER,
     "OvisImageTransformer2DModel": _LATER,
     "PRXTransformer2DModel": _LATER,
-    "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SanaVideoTransformer3DModel": _LATER,
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "

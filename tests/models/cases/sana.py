@@ -53,6 +53,12 @@ def calls(
 
 CASES = [
     Case("sana", build, calls, tags=frozenset({"loop", "checkpointing"})),
-    Case("sana-sprint-guidance", lambda: build(guidance_embeds=True), calls, {"guidance": True}, tags=frozenset({"dtype"})),
+    Case(
+        "sana-sprint-guidance",
+        lambda: build(guidance_embeds=True),
+        calls,
+        {"guidance": True},
+        tags=frozenset({"dtype"}),
+    ),
     Case("sana-controlnet", build, calls, {"controlnet": 1, "attention_kwargs": {}}, tags=frozenset({"dtype"})),
 ]
