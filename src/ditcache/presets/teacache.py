@@ -52,6 +52,12 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         "welltop-cn/ComfyUI-TeaCache, nodes.py",
         recommended_thresholds=(0.22,),
     ),
+    "mochi-1-preview": TeaCachePreset(
+        (-3.51241319e03, 8.11675948e02, -6.09400215e01, 2.42429681e00, 3.05291719e-03),
+        "ali-vilab/TeaCache, TeaCache4Mochi/teacache_mochi.py",
+        recommended_thresholds=(0.06, 0.09),
+        note="README (A800, ~30 min): 0.06 -> 1.5x, 0.09 -> 2.1x",
+    ),
     "qwen-image": TeaCachePreset(
         (-4.50000000e02, 2.80000000e02, -4.50000000e01, 3.20000000e00, -2.00000000e-02),
         "vllm-project/vllm-omni, teacache/config.py",
