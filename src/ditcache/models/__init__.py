@@ -21,6 +21,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
     "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
+    "CosmosTransformer3DModel": "ditcache.models.cosmos",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
     "HiDreamImageTransformer2DModel": "ditcache.models.hidream",
@@ -58,7 +59,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
-    "CosmosTransformer3DModel": _LATER,
     "DiTTransformer2DModel": _LATER,
     "EasyAnimateTransformer3DModel": _LATER,
     "ErnieImageTransformer2DModel": _LATER,

@@ -41,6 +41,11 @@ class TeaCachePreset:
 _WAN_SRC = "ali-vilab/TeaCache, TeaCache4Wan2.1/teacache_generate.py"
 
 TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
+    "cosmos-1.0-7b": TeaCachePreset(
+        (2.71156237e02, -9.19775607e01, 2.24437250e00, 2.08355751e00, 1.41776330e-01),
+        "ali-vilab/TeaCache, TeaCache4Cosmos (text2world and video2world scripts)",
+        note="Published for Cosmos-1.0-Diffusion-7B Text2World and Video2World.",
+    ),
     "flux.1-dev": TeaCachePreset(
         (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01),
         "ali-vilab/TeaCache, TeaCache4FLUX/teacache_flux.py",
