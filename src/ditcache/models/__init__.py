@@ -25,6 +25,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
     "HiDreamImageTransformer2DModel": "ditcache.models.hidream",
+    "HunyuanImageTransformer2DModel": "ditcache.models.hunyuan_image",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
@@ -67,7 +68,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HeliosTransformer3DModel": _LATER,
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
-    "HunyuanImageTransformer2DModel": _LATER,
     "HunyuanVideoFramepackTransformer3DModel": _LATER,
     "Ideogram4Transformer2DModel": _LATER,
     "JoyImageEditPlusTransformer3DModel": _LATER,

@@ -110,7 +110,7 @@ def extract(
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.proj_out(self.norm_out(h, embedded_timestep, temb))
-        h = h.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, (post_f, post_h, post_w))
+        h = h.unflatten(2, (p_h, p_w, p_t, -1)).unflatten(1, (post_f, post_h, post_w))  # type: ignore[no-untyped-call]
         h = h.permute(0, 7, 1, 6, 2, 4, 3, 5)
         return _diffusers.model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
 

@@ -43,7 +43,7 @@ def extract(
         timestep, encoder_hidden_states, encoder_attention_mask, hidden_dtype=hidden_states.dtype
     )
     hidden_states = self.patch_embed(hidden_states.permute(0, 2, 1, 3, 4).flatten(0, 1))
-    hidden_states = hidden_states.unflatten(0, (batch_size, -1)).flatten(1, 2)
+    hidden_states = hidden_states.unflatten(0, (batch_size, -1)).flatten(1, 2)  # type: ignore[no-untyped-call]
     image_rotary_emb = self.rope(
         self.pos_frequencies, num_frames, post_h, post_w, device=hidden_states.device, dtype=torch.float32
     )
