@@ -18,6 +18,7 @@ from typing import Final
 __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
+    "BriaTransformer2DModel": "ditcache.models.bria",
     "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
     "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
@@ -29,8 +30,10 @@ SUPPORTED: Final[dict[str, str]] = {
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
+    "LongCatImageTransformer2DModel": "ditcache.models.longcat_image",
     "Lumina2Transformer2DModel": "ditcache.models.lumina2",
     "MochiTransformer3DModel": "ditcache.models.mochi",
+    "OvisImageTransformer2DModel": "ditcache.models.ovis_image",
     "PixArtTransformer2DModel": "ditcache.models.pixart",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
@@ -54,7 +57,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
-    "BriaTransformer2DModel": _LATER,
     "CogView3PlusTransformer2DModel": _LATER,
     "CogView4Transformer2DModel": _LATER,
     "ConsisIDTransformer3DModel": _LATER,
@@ -80,14 +82,12 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
     "states change shape inside the loop); no extractor yet",
     "LongCatAudioDiTTransformer": _LATER,
-    "LongCatImageTransformer2DModel": _LATER,
     "LuminaNextDiT2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
     "MiniMaxMusic3Transformer1DModel": _LATER,
     "MotifVideoTransformer3DModel": _LATER,
     "NucleusMoEImageTransformer2DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
-    "OvisImageTransformer2DModel": _LATER,
     "PRXTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SanaVideoTransformer3DModel": _LATER,

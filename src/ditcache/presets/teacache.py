@@ -107,6 +107,11 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         (2.26509623, -6.88864563, 7.61123826, -3.10849353, 0.99927602),
         "welltop-cn/ComfyUI-TeaCache, nodes.py (HiDream-I1-Fast)",
     ),
+    "longcat-image-vllm-omni": TeaCachePreset(
+        (652.5980, -424.1615, 84.5526, -4.5923, 0.1694),
+        "vllm-project/vllm-omni, teacache/config.py (LongCatImageTransformer2DModel)",
+        note="vLLM-Omni's set for LongCat-Image; no calibration provenance is given.",
+    ),
     "ltx-video-0.9.1": TeaCachePreset(
         (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
         "ali-vilab/TeaCache, TeaCache4LTX-Video/teacache_ltx.py",
