@@ -22,6 +22,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
     "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
+    "CogView3PlusTransformer2DModel": "ditcache.models.cogview",
+    "CogView4Transformer2DModel": "ditcache.models.cogview",
     "CosmosTransformer3DModel": "ditcache.models.cosmos",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
@@ -57,8 +59,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
-    "CogView3PlusTransformer2DModel": _LATER,
-    "CogView4Transformer2DModel": _LATER,
     "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
