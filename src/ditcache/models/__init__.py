@@ -18,6 +18,7 @@ from typing import Final
 __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
+    "AllegroTransformer3DModel": "ditcache.models.allegro",
     "BriaTransformer2DModel": "ditcache.models.bria",
     "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
@@ -25,6 +26,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "CogView3PlusTransformer2DModel": "ditcache.models.cogview",
     "CogView4Transformer2DModel": "ditcache.models.cogview",
     "CosmosTransformer3DModel": "ditcache.models.cosmos",
+    "DiTTransformer2DModel": "ditcache.models.dit",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
     "HiDreamImageTransformer2DModel": "ditcache.models.hidream",
@@ -52,7 +54,6 @@ _KV = "its forward has a KV-cache / autoregressive decoding mode whose block inp
 
 UNSUPPORTED: Final[dict[str, str]] = {
     "AceStepTransformer1DModel": _LATER,
-    "AllegroTransformer3DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "AnyFlowTransformer3DModel": _LATER,
     "AuraFlowTransformer2DModel": _LATER,
@@ -62,7 +63,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
-    "DiTTransformer2DModel": _LATER,
     "EasyAnimateTransformer3DModel": _LATER,
     "ErnieImageTransformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
