@@ -19,6 +19,7 @@ __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
     "AllegroTransformer3DModel": "ditcache.models.allegro",
+    "AuraFlowTransformer2DModel": "ditcache.models.auraflow",
     "BriaTransformer2DModel": "ditcache.models.bria",
     "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
@@ -27,6 +28,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "CogView4Transformer2DModel": "ditcache.models.cogview",
     "CosmosTransformer3DModel": "ditcache.models.cosmos",
     "DiTTransformer2DModel": "ditcache.models.dit",
+    "EasyAnimateTransformer3DModel": "ditcache.models.easyanimate",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
     "HiDreamImageTransformer2DModel": "ditcache.models.hidream",
@@ -56,14 +58,12 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "AceStepTransformer1DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "AnyFlowTransformer3DModel": _LATER,
-    "AuraFlowTransformer2DModel": _LATER,
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
     "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
-    "EasyAnimateTransformer3DModel": _LATER,
     "ErnieImageTransformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
     "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
