@@ -38,6 +38,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
     "LongCatImageTransformer2DModel": "ditcache.models.longcat_image",
     "Lumina2Transformer2DModel": "ditcache.models.lumina2",
+    "LuminaNextDiT2DModel": "ditcache.models.lumina_next",
     "MochiTransformer3DModel": "ditcache.models.mochi",
     "OvisImageTransformer2DModel": "ditcache.models.ovis_image",
     "PixArtTransformer2DModel": "ditcache.models.pixart",
@@ -45,6 +46,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "SD3Transformer2DModel": "ditcache.models.sd3",
     "SanaTransformer2DModel": "ditcache.models.sana",
     "SkyReelsV2Transformer3DModel": "ditcache.models.skyreels_v2",
+    "StableAudioDiTModel": "ditcache.models.stable_audio",
     "WanTransformer3DModel": "ditcache.models.wan",
     "WanVACETransformer3DModel": "ditcache.models.wan_vace",
     "ZImageTransformer2DModel": "ditcache.models.zimage",
@@ -82,7 +84,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
     "states change shape inside the loop); no extractor yet",
     "LongCatAudioDiTTransformer": _LATER,
-    "LuminaNextDiT2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
     "MiniMaxMusic3Transformer1DModel": _LATER,
     "MotifVideoTransformer3DModel": _LATER,
@@ -94,7 +95,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
     "StableAudio3DiTModel": _LATER,
-    "StableAudioDiTModel": _LATER,
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
     f"branch) and {_KV}",
     "WanAnimateTransformer3DModel": _LATER,

@@ -77,6 +77,12 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         recommended_thresholds=(0.1, 0.15),
         note="README (A800): 540p / 720p 0.1 -> 1.6x, 0.15 -> 2.1x",
     ),
+    "lumina-next-sft": TeaCachePreset(
+        (393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344),
+        "ali-vilab/TeaCache, TeaCache4Lumina-T2X",
+        recommended_thresholds=(0.2, 0.3, 0.4, 0.5),
+        note="README (A800, ~17 s): 0.2 -> 1.5x, 0.3 -> 1.9x, 0.4 -> 2.4x, 0.5 -> 2.8x",
+    ),
     "lumina2-v1": TeaCachePreset(
         (393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344),
         "ali-vilab/TeaCache, TeaCache4Lumina2/teacache_lumina2.py (the repository default)",
@@ -134,6 +140,11 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
     "cogvideox1.5-5b-i2v": TeaCachePreset(
         (1.22842302e02, -1.04088754e02, 2.62981677e01, -3.06009921e-01, 3.71213220e-02),
         "ali-vilab/TeaCache, TeaCache4CogVideoX1.5/teacache_sample_video.py",
+    ),
+    "stable-audio-open-vllm-omni": TeaCachePreset(
+        (121.77490545701518, -153.7449426160371, 68.05368574596551, -12.281286412689623, 1.0733905006198015),
+        "vllm-project/vllm-omni, teacache/config.py (StableAudioDiTModel, marked 'estimated')",
+        note="vLLM-Omni's own estimate for Stable Audio Open 1.0.",
     ),
     "wan2.1-t2v-1.3b": TeaCachePreset(
         (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),

@@ -54,6 +54,7 @@ ALL_TAGS = frozenset({"dtype", "checkpointing", "loop"})
 NO_CHECKPOINTING = {
     "HunyuanImageTransformer2DModel": "diffusers 0.42's checkpointed block call passes keyword arguments that its "
     "default checkpointing function rejects (TypeError in the native forward)",
+    "LuminaNextDiT2DModel": "its forward has no gradient-checkpointing branch",
 }
 """Classes whose native forward cannot run with gradient checkpointing, so no case can compare against it."""
 
