@@ -45,6 +45,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
     "SanaTransformer2DModel": "ditcache.models.sana",
+    "SanaVideoTransformer3DModel": "ditcache.models.sana_video",
     "SkyReelsV2Transformer3DModel": "ditcache.models.skyreels_v2",
     "StableAudioDiTModel": "ditcache.models.stable_audio",
     "WanTransformer3DModel": "ditcache.models.wan",
@@ -91,7 +92,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "OmniGenTransformer2DModel": _LATER,
     "PRXTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
-    "SanaVideoTransformer3DModel": _LATER,
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
     "StableAudio3DiTModel": _LATER,
