@@ -26,6 +26,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "CogVideoXTransformer3DModel": "ditcache.models.cogvideox",
     "CogView3PlusTransformer2DModel": "ditcache.models.cogview",
     "CogView4Transformer2DModel": "ditcache.models.cogview",
+    "ConsisIDTransformer3DModel": "ditcache.models.consisid",
     "CosmosTransformer3DModel": "ditcache.models.cosmos",
     "DiTTransformer2DModel": "ditcache.models.dit",
     "EasyAnimateTransformer3DModel": "ditcache.models.easyanimate",
@@ -64,7 +65,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
-    "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
     "ErnieImageTransformer2DModel": _LATER,
