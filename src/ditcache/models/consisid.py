@@ -68,7 +68,7 @@ def extract(
         def add(index: int, h: torch.Tensor) -> torch.Tensor:
             if index % interval:
                 return h
-            return h + self.local_face_scale * self.perceiver_cross_attention[index // interval](face, h)
+            return h + self.local_face_scale * self.perceiver_cross_attention[index // interval](face, h)  # type: ignore[no-any-return]
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         assert e is not None
