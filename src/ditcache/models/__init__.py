@@ -19,6 +19,7 @@ __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
     "AllegroTransformer3DModel": "ditcache.models.allegro",
+    "AnyFlowTransformer3DModel": "ditcache.models.anyflow",
     "AuraFlowTransformer2DModel": "ditcache.models.auraflow",
     "BriaTransformer2DModel": "ditcache.models.bria",
     "ChromaTransformer2DModel": "ditcache.models.chroma",
@@ -62,7 +63,6 @@ _KV = "its forward has a KV-cache / autoregressive decoding mode whose block inp
 UNSUPPORTED: Final[dict[str, str]] = {
     "AceStepTransformer1DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
-    "AnyFlowTransformer3DModel": _LATER,
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
