@@ -37,6 +37,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "HunyuanImageTransformer2DModel": "ditcache.models.hunyuan_image",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
+    "Ideogram4Transformer2DModel": "ditcache.models.ideogram4",
     "Kandinsky5Transformer3DModel": "ditcache.models.kandinsky5",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
     "LongCatImageTransformer2DModel": "ditcache.models.longcat_image",
@@ -44,6 +45,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "LuminaNextDiT2DModel": "ditcache.models.lumina_next",
     "MochiTransformer3DModel": "ditcache.models.mochi",
     "OvisImageTransformer2DModel": "ditcache.models.ovis_image",
+    "PRXTransformer2DModel": "ditcache.models.prx",
     "PixArtTransformer2DModel": "ditcache.models.pixart",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "SD3Transformer2DModel": "ditcache.models.sd3",
@@ -75,7 +77,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
     "HunyuanVideoFramepackTransformer3DModel": _LATER,
-    "Ideogram4Transformer2DModel": _LATER,
     "JoyImageEditPlusTransformer3DModel": _LATER,
     "JoyImageEditTransformer3DModel": _LATER,
     "Kandinsky6SRTransformer3DModel": _LATER,
@@ -90,7 +91,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "MotifVideoTransformer3DModel": _LATER,
     "NucleusMoEImageTransformer2DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
-    "PRXTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
