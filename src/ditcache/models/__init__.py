@@ -38,6 +38,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "Ideogram4Transformer2DModel": "ditcache.models.ideogram4",
+    "JoyImageEditPlusTransformer3DModel": "ditcache.models.joyimage_plus",
     "JoyImageEditTransformer3DModel": "ditcache.models.joyimage",
     "Kandinsky5Transformer3DModel": "ditcache.models.kandinsky5",
     "Krea2Transformer2DModel": "ditcache.models.krea2",
@@ -80,7 +81,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
     "HunyuanVideoFramepackTransformer3DModel": _LATER,
-    "JoyImageEditPlusTransformer3DModel": _LATER,
     "Kandinsky6SRTransformer3DModel": _LATER,
     "Kandinsky6Transformer3DModel": _LATER,
     "LTX2VideoTransformer3DModel": _LATER,
