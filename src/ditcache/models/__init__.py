@@ -63,41 +63,53 @@ SUPPORTED: Final[dict[str, str]] = {
 }
 """Covered model class name -> module path of its extractor."""
 
-_LATER = "no extractor yet (a plain block loop: planned, not written in this round)"
 _KV = "its forward has a KV-cache / autoregressive decoding mode whose block inputs change between calls"
 
 UNSUPPORTED: Final[dict[str, str]] = {
-    "AceStepTransformer1DModel": _LATER,
+    "AceStepTransformer1DModel": "ACE-Step (music): per-layer sliding/full attention masks; not covered in this round",
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
-    "BriaFiboTransformer2DModel": _LATER,
+    "BriaFiboTransformer2DModel": "a text-encoder layer is projected and injected into the text stream before "
+    "every block; not covered in this round",
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
-    "ErnieImageTransformer2DModel": _LATER,
-    "Flux3Transformer2DModel": _LATER,
+    "ErnieImageTransformer2DModel": "its blocks run on sequence-first (tokens, batch, width) tensors, which the"
+    " block-stack contract (batch first) does not describe yet",
+    "Flux3Transformer2DModel": "per-mode block lists in a ModuleDict run before the joint single-stream list, "
+    "with per-token modulation; not covered in this round",
     "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
-    "HeliosTransformer3DModel": _LATER,
+    "HeliosTransformer3DModel": "history / multi-term context packing (87 lines of preprocessing) not mirrored "
+    "yet; not covered in this round",
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
-    "HunyuanVideoFramepackTransformer3DModel": _LATER,
-    "Kandinsky6SRTransformer3DModel": _LATER,
-    "Kandinsky6Transformer3DModel": _LATER,
-    "LTX2VideoTransformer3DModel": _LATER,
+    "HunyuanVideoFramepackTransformer3DModel": "clean-latent history packing (61 lines of preprocessing) not "
+    "mirrored yet; not covered in this round",
+    "Kandinsky6SRTransformer3DModel": "NABLA local patching around the blocks not mirrored yet; not covered in "
+    "this round",
+    "Kandinsky6Transformer3DModel": "fused video + audio streams with separate conditioning; the block stack "
+    "has no audio stream yet",
+    "LTX2VideoTransformer3DModel": "a second token stream of audio (not text) and STG perturbation of a block "
+    "subset inside the forward: refused rather than cached wrongly",
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
     "states change shape inside the loop); no extractor yet",
-    "LongCatAudioDiTTransformer": _LATER,
-    "MiniMaxH3Transformer3DModel": _LATER,
-    "MiniMaxMusic3Transformer1DModel": _LATER,
-    "MotifVideoTransformer3DModel": _LATER,
-    "OmniGenTransformer2DModel": _LATER,
+    "LongCatAudioDiTTransformer": "LongCat-Audio: its forward has no checkpointing branch and a global AdaLN; "
+    "not covered in this round",
+    "MiniMaxH3Transformer3DModel": "packed multi-modal tokens with a per-token AdaLN index; not covered in this round",
+    "MiniMaxMusic3Transformer1DModel": "MiniMax Music 3: time tokens prepended without AdaLN; not covered in "
+    "this round",
+    "MotifVideoTransformer3DModel": "50 lines of postprocessing not mirrored yet; not covered in this round",
+    "OmniGenTransformer2DModel": "an LLM-style packed sequence with input images as tokens and no AdaLN "
+    "modulation; not covered in this round",
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
-    "StableAudio3DiTModel": _LATER,
+    "StableAudio3DiTModel": "memory tokens and a local sequence must be carried in the cached state; not "
+    "covered in this round",
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
     f"branch) and {_KV}",
-    "WanAnimateTransformer3DModel": _LATER,
+    "WanAnimateTransformer3DModel": "face-adapter injection every N blocks from motion/face encoders; not "
+    "covered in this round",
 }
 """Known diffusers DiT class name -> why ditcache refuses it."""
 
