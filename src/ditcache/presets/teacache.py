@@ -85,9 +85,12 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
     ),
     "lumina2-v1": TeaCachePreset(
         (393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344),
-        "ali-vilab/TeaCache, TeaCache4Lumina2/teacache_lumina2.py (the repository default)",
+        "ali-vilab/TeaCache, TeaCache4Lumina2/teacache_lumina2.py",
         recommended_thresholds=(0.2, 0.3, 0.4, 0.5),
-        note="README (4090, 50 steps, ~25 s): 0.2 -> ~20 s, 0.3 -> ~16 s, 0.4 -> ~12 s, 0.5 -> ~10 s",
+        note=(
+            "The repository default. README (4090, 50 steps, ~25 s): 0.2 -> ~20 s, 0.3 -> ~16 s, 0.4 -> ~12 s, "
+            "0.5 -> ~10 s"
+        ),
     ),
     "lumina2-v2": TeaCachePreset(
         (225.7042019806413, -608.8453716535591, 304.1869942338369, 124.21267720116742, -1.4089066892956552),
@@ -126,12 +129,13 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
     ),
     "cogvideox-2b": TeaCachePreset(
         (-3.10658903e01, 2.54732368e01, -5.92380459e00, 1.75769064e00, -3.61568434e-03),
-        "ali-vilab/TeaCache, TeaCache4CogVideoX1.5 coefficient dict / eval/teacache/experiments/cogvideox.py",
+        "ali-vilab/TeaCache, eval/teacache/experiments/cogvideox.py",
+        note="Also in TeaCache4CogVideoX1.5's coefficient dict.",
     ),
     "cogvideox-5b": TeaCachePreset(
         (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
-        "ali-vilab/TeaCache, TeaCache4CogVideoX1.5 coefficient dict / eval/teacache/experiments/cogvideox.py",
-        note="Published for CogVideoX-5b, CogVideoX-5b-I2V and ConsisID alike.",
+        "ali-vilab/TeaCache, eval/teacache/experiments/cogvideox.py",
+        note="Published for CogVideoX-5b, CogVideoX-5b-I2V and ConsisID alike (also in TeaCache4CogVideoX1.5).",
     ),
     "cogvideox1.5-5b": TeaCachePreset(
         (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02),
@@ -143,8 +147,8 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
     ),
     "stable-audio-open-vllm-omni": TeaCachePreset(
         (121.77490545701518, -153.7449426160371, 68.05368574596551, -12.281286412689623, 1.0733905006198015),
-        "vllm-project/vllm-omni, teacache/config.py (StableAudioDiTModel, marked 'estimated')",
-        note="vLLM-Omni's own estimate for Stable Audio Open 1.0.",
+        "vllm-project/vllm-omni, teacache/config.py (StableAudioDiTModel)",
+        note="vLLM-Omni's own estimate for Stable Audio Open 1.0 (marked 'estimated' there).",
     ),
     "wan2.1-t2v-1.3b": TeaCachePreset(
         (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
