@@ -271,6 +271,7 @@ def test_presets_layout_and_sources() -> None:
     assert interleaved == {
         "qwen-image", "qwen-image-edit", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p",
         "wan2.1-i2v-14b-720p", "wan2.2-t2v-a14b", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b", "wan2.2-ti2v-5b-i2v",
+        "wan2.1-vace-1.3b", "chroma", "hunyuanvideo1.5-20steps", "hunyuanvideo1.5-40steps",
     }  # fmt: skip
     with pytest.raises(ValueError, match="expected 4 values"):
         MagRatioPreset((1.0, 1.0, 1.0), "x", 2, True, 0.1, 1, 0.1)

@@ -18,23 +18,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.core.context import CacheContext
 from ditcache.models import _diffusers
+from ditcache.presets.rules import fixed
+
+_FLUX_DEV = {"num_layers": 19, "num_single_layers": 38}
 
 
-class FluxExtractor(_diffusers.DiffusersExtractor):
-    """Extractor for ``diffusers.FluxTransformer2DModel``."""
-
-    name = "flux"
-    model_class = "FluxTransformer2DModel"
-    block_lists = ("transformer_blocks", "single_transformer_blocks")
-    attention_kwargs = "joint_attention_kwargs"
-
-    def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
-        return _extract(module, *args, **kwargs)
-
-
-def _extract(
+@_diffusers.diffusers_extractor(
+    "FluxTransformer2DModel",
+    name="flux",
+    blocks=("transformer_blocks", "single_transformer_blocks"),
+    attention_kwargs="joint_attention_kwargs",
+    teacache=fixed("flux.1-dev", _FLUX_DEV, "FLUX.1-Kontext-dev: pass model='flux.1-kontext-dev'"),
+    magcache=fixed("flux.1-dev", _FLUX_DEV, "FLUX.1-Kontext-dev: pass model='flux.1-kontext-dev'"),
+)
+def extract(
     self: Any,
     hidden_states: torch.Tensor,
     encoder_hidden_states: torch.Tensor | None = None,
@@ -93,47 +92,23 @@ def _extract(
 
     double = self.transformer_blocks
     single = self.single_transformer_blocks
-    n_double, n_single = len(double), len(single)
-    checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
 
-    def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
-        block = double[index] if index < n_double else single[index - n_double]
-        if checkpointing:
-            e, h = self._gradient_checkpointing_func(block, h, e, temb, image_rotary_emb, joint_attention_kwargs)
-        else:
-            e, h = block(
-                hidden_states=h,
-                encoder_hidden_states=e,
-                temb=temb,
-                image_rotary_emb=image_rotary_emb,
-                joint_attention_kwargs=joint_attention_kwargs,
-            )
-        if index < n_double:
-            if controlnet_block_samples is not None:
-                if controlnet_blocks_repeat:  # XLabs ControlNet
-                    h = h + controlnet_block_samples[index % len(controlnet_block_samples)]
-                else:
-                    h = (
-                        h
-                        + controlnet_block_samples[
-                            _diffusers.controlnet_index(index, n_double, len(controlnet_block_samples))
-                        ]
-                    )
-        elif controlnet_single_block_samples is not None:
-            j = index - n_double
-            h = (
-                h
-                + controlnet_single_block_samples[
-                    _diffusers.controlnet_index(j, n_single, len(controlnet_single_block_samples))
-                ]
-            )
-        return h, e
+    def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
+        return _diffusers.call_block(self, block, h, e, temb, image_rotary_emb, joint_attention_kwargs)
 
-    first = double[0] if n_double else single[0]
-    norm = first.norm1 if n_double else first.norm
+    stack = _diffusers.block_stack(
+        _diffusers.BlockList(
+            double,
+            call,
+            "eh",
+            _diffusers.controlnet_residuals(controlnet_block_samples, len(double), repeat=controlnet_blocks_repeat),
+        ),
+        _diffusers.BlockList(
+            single, call, "eh", _diffusers.controlnet_residuals(controlnet_single_block_samples, len(single))
+        ),
+    )
 
-    def modulated_input() -> torch.Tensor:  # computed only if a cache asks for it (TeaCache)
-        return norm(hidden_states, emb=temb)[0]  # type: ignore[no-any-return]
+    norm = double[0].norm1 if len(double) else single[0].norm
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.norm_out(h, temb)
@@ -141,11 +116,11 @@ def _extract(
         return _diffusers.model_output(output, return_dict)
 
     return CacheContext(
-        modulated_input=modulated_input,
+        modulated_input=_diffusers.adaln_input(norm, hidden_states, temb),
         hidden_states=hidden_states,
         encoder_hidden_states=encoder_hidden_states,
         temb=temb,
-        blocks=BlockStack(run_block, _all_blocks(double, single)),
+        blocks=stack,
         postprocess=postprocess,
         extra_states={"image_rotary_emb": image_rotary_emb},
         timestep=raw_timestep,
@@ -182,10 +157,3 @@ class _RopeCache:
 
 
 _ROPE = _RopeCache()
-
-
-def _all_blocks(double: nn.ModuleList, single: nn.ModuleList) -> tuple[nn.Module, ...]:
-    return (*double, *single)
-
-
-FluxExtractor.register()

@@ -22,23 +22,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.core.context import CacheContext
 from ditcache.models import _diffusers
+from ditcache.presets.rules import fixed
 
 
-class QwenImageExtractor(_diffusers.DiffusersExtractor):
-    """Extractor for ``diffusers.QwenImageTransformer2DModel``."""
-
-    name = "qwenimage"
-    model_class = "QwenImageTransformer2DModel"
-    block_lists = ("transformer_blocks",)
-    attention_kwargs = "attention_kwargs"
-
-    def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
-        return _extract(module, *args, **kwargs)
-
-
-def _extract(
+@_diffusers.diffusers_extractor(
+    "QwenImageTransformer2DModel",
+    name="qwenimage",
+    blocks=("transformer_blocks",),
+    attention_kwargs="attention_kwargs",
+    teacache=fixed("qwen-image", {"num_layers": 60}),
+    magcache=fixed("qwen-image", {"num_layers": 60}),
+)
+def extract(
     self: Any,
     hidden_states: torch.Tensor,
     encoder_hidden_states: torch.Tensor | None = None,
@@ -94,32 +91,14 @@ def _extract(
     image_rotary_emb = self.pos_embed(img_shapes, max_txt_seq_len=text_seq_len, device=hidden_states.device)
 
     blocks = self.transformer_blocks
-    n_blocks = len(blocks)
-    checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
     mask = encoder_hidden_states_mask
 
-    def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
-        block = blocks[index]
-        if checkpointing:
-            e, h = self._gradient_checkpointing_func(
-                block, h, e, mask, temb, image_rotary_emb, attention_kwargs, modulate_index
-            )
-        else:
-            e, h = block(
-                hidden_states=h,
-                encoder_hidden_states=e,
-                encoder_hidden_states_mask=mask,
-                temb=temb,
-                image_rotary_emb=image_rotary_emb,
-                joint_attention_kwargs=attention_kwargs,
-                modulate_index=modulate_index,
-            )
-        if controlnet_block_samples is not None:
-            h = (
-                h
-                + controlnet_block_samples[_diffusers.controlnet_index(index, n_blocks, len(controlnet_block_samples))]
-            )
-        return h, e
+    def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
+        return _diffusers.call_block(self, block, h, e, mask, temb, image_rotary_emb, attention_kwargs, modulate_index)
+
+    stack = _diffusers.block_stack(
+        _diffusers.BlockList(blocks, call, "eh", _diffusers.controlnet_residuals(controlnet_block_samples, len(blocks)))
+    )
 
     first = blocks[0]
 
@@ -138,7 +117,7 @@ def _extract(
         hidden_states=hidden_states,
         encoder_hidden_states=encoder_hidden_states,
         temb=temb,
-        blocks=BlockStack(run_block, tuple(blocks)),
+        blocks=stack,
         postprocess=postprocess,
         extra_states={
             "image_rotary_emb": image_rotary_emb,
@@ -148,6 +127,3 @@ def _extract(
         timestep=raw_timestep,
         condition=condition,
     )
-
-
-QwenImageExtractor.register()

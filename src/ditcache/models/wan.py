@@ -20,23 +20,52 @@ from typing import Any
 import torch
 from torch import nn
 
-from ditcache.core.context import BlockOutput, BlockStack, CacheContext
+from ditcache.core.context import CacheContext
 from ditcache.models import _diffusers
+from ditcache.presets.rules import PresetRule, config_value
 
 
-class WanExtractor(_diffusers.DiffusersExtractor):
-    """Extractor for ``diffusers.WanTransformer3DModel``."""
+def _teacache(config: Any) -> tuple[str, bool]:
+    dim = (config_value(config, "num_attention_heads") or 0) * (config_value(config, "attention_head_dim") or 0)
+    if dim == 3072 or config_value(config, "in_channels") == 48:
+        raise LookupError("none for Wan 2.2 TI2V-5B")
+    if config_value(config, "image_dim") is not None:
+        return "wan2.1-i2v-14b-480p", dim == 5120
+    if dim == 5120:
+        return "wan2.1-t2v-14b", True
+    return "wan2.1-t2v-1.3b", dim == 1536
 
-    name = "wan"
-    model_class = "WanTransformer3DModel"
-    block_lists = ("blocks",)
-    attention_kwargs = "attention_kwargs"
 
-    def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
-        return _extract(module, *args, **kwargs)
+def _magcache(config: Any) -> tuple[str, bool]:
+    dim = (config_value(config, "num_attention_heads") or 0) * (config_value(config, "attention_head_dim") or 0)
+    in_channels = config_value(config, "in_channels")
+    if dim == 3072 or in_channels == 48:
+        return "wan2.2-ti2v-5b", dim == 3072 and in_channels == 48
+    if config_value(config, "image_dim") is not None:  # Wan 2.1 I2V: CLIP image tokens
+        return "wan2.1-i2v-14b-480p", dim == 5120
+    if in_channels == 36:  # Wan 2.2 I2V-A14B: image latents by channel concatenation, no CLIP tokens
+        return "wan2.2-i2v-a14b", dim == 5120
+    if dim == 5120:
+        return "wan2.1-t2v-14b", True
+    return "wan2.1-t2v-1.3b", dim == 1536
 
 
-def _extract(
+WAN_TEACACHE = PresetRule(
+    ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p"),
+    _teacache,
+    "by size and I2V image tokens; the 720p and use_ret_steps ('-ret') sets by name; none for Wan 2.2 TI2V-5B",
+)
+WAN_MAGCACHE = PresetRule(
+    ("wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b"),
+    _magcache,
+    "by size, I2V image tokens and input channels; the other Wan 2.1/2.2 curves by name",
+)
+
+
+@_diffusers.diffusers_extractor(
+    "WanTransformer3DModel", name="wan", blocks=("blocks",), teacache=WAN_TEACACHE, magcache=WAN_MAGCACHE
+)
+def extract(
     self: Any,
     hidden_states: torch.Tensor,
     timestep: torch.Tensor,
@@ -47,85 +76,27 @@ def _extract(
 ) -> CacheContext:
     condition = encoder_hidden_states
     raw_timestep = timestep
-    batch_size, _num_channels, num_frames, height, width = hidden_states.shape
-    p_t, p_h, p_w = self.config.patch_size
-    post_patch_num_frames = num_frames // p_t
-    post_patch_height = height // p_h
-    post_patch_width = width // p_w
-
-    rotary_emb = self.rope(hidden_states)
-
-    hidden_states = self.patch_embedding(hidden_states)
-    hidden_states = hidden_states.flatten(2).transpose(1, 2)
-
-    # diffusers makes the flattened tokens contiguous before the block loop.
-    hidden_states = hidden_states.contiguous()
-
-    # timestep: (batch,) or (batch, seq_len) (Wan 2.2 TI2V)
-    ts_seq_len: int | None
-    if timestep.ndim == 2:
-        ts_seq_len = timestep.shape[1]
-        timestep = timestep.flatten()  # batch_size * seq_len
-    else:
-        ts_seq_len = None
-
-    temb, timestep_proj, encoder_hidden_states, encoder_hidden_states_image = self.condition_embedder(
-        timestep, encoder_hidden_states, encoder_hidden_states_image, timestep_seq_len=ts_seq_len
+    grid = _diffusers.wan_grid(self, hidden_states)
+    rotary_emb, hidden_states, temb, timestep_proj, encoder_hidden_states = _diffusers.wan_preprocess(
+        self, hidden_states, timestep, encoder_hidden_states, encoder_hidden_states_image, contiguous=True
     )
-    if ts_seq_len is not None:
-        # batch_size, seq_len, 6, inner_dim
-        timestep_proj = timestep_proj.unflatten(2, (6, -1))
-    else:
-        # batch_size, 6, inner_dim
-        timestep_proj = timestep_proj.unflatten(1, (6, -1))
 
-    if encoder_hidden_states_image is not None:
-        encoder_hidden_states = torch.concat([encoder_hidden_states_image, encoder_hidden_states], dim=1)
+    def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
+        return _diffusers.call_block(self, block, h, e, timestep_proj, rotary_emb)
 
-    blocks = self.blocks
-    checkpointing = torch.is_grad_enabled() and self.gradient_checkpointing
-
-    def run_block(index: int, h: torch.Tensor, e: torch.Tensor | None) -> BlockOutput:
-        block = blocks[index]
-        if checkpointing:
-            h = self._gradient_checkpointing_func(block, h, e, timestep_proj, rotary_emb)
-        else:
-            h = block(h, e, timestep_proj, rotary_emb)
-        return h, e  # the text stream is not updated: hand back the same object
+    stack = _diffusers.block_stack(_diffusers.BlockList(self.blocks, call, "h"))
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
-        if temb.ndim == 3:
-            # batch_size, seq_len, inner_dim (Wan 2.2 TI2V)
-            shift, scale = (self.scale_shift_table.unsqueeze(0).to(temb.device) + temb.unsqueeze(2)).chunk(2, dim=2)
-            shift = shift.squeeze(2)
-            scale = scale.squeeze(2)
-        else:
-            # batch_size, inner_dim
-            shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
-
-        # diffusers moves them to the hidden states' device (multi-GPU placement with accelerate)
-        shift = shift.to(h.device)
-        scale = scale.to(h.device)
-
-        h = (self.norm_out(h.float()) * (1 + scale) + shift).type_as(h)
-        h = self.proj_out(h)
-
-        h = h.reshape(batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w, -1)
-        h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        output = h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        return _diffusers.model_output(output, return_dict)
+        return _diffusers.wan_output(self, temb, h, grid, return_dict)
 
     return CacheContext(
         modulated_input=temb,
         hidden_states=hidden_states,
         encoder_hidden_states=encoder_hidden_states,
         temb=temb,
-        blocks=BlockStack(run_block, tuple(blocks)),
+        blocks=stack,
         postprocess=postprocess,
         extra_states={"temb": temb, "timestep_proj": timestep_proj, "rotary_emb": rotary_emb},
         timestep=raw_timestep,
         condition=condition,
     )
-
-
-WanExtractor.register()

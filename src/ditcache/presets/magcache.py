@@ -26,61 +26,13 @@ Two FLUX.1-dev curves exist and are kept apart:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import attrs
+from ditcache.presets._curves import MagRatioPreset, _padded
+from ditcache.presets._magcache_more import MORE_MAG_RATIO_PRESETS
+from ditcache.presets.rules import NoPresetError, preset_key
 
 __all__ = ["MAG_RATIO_PRESETS", "MagRatioPreset", "infer_magcache_model"]
-
-
-@attrs.frozen
-class MagRatioPreset:
-    """One published magnitude-ratio curve and the settings its authors recommend with it."""
-
-    ratios: tuple[float, ...]
-    """The array as published, padding prefix included (interleaved cond/uncond when :attr:`interleaved`)."""
-    source: str
-    """Where the numbers come from (repository, file, line)."""
-    num_steps: int
-    """Denoising steps (per CFG branch) the curve was recorded for."""
-    interleaved: bool
-    """Whether cond and uncond entries alternate (``[0::2]`` cond, ``[1::2]`` uncond)."""
-    threshold: float
-    """Recommended accumulated-error threshold ``E`` (``magcache_thresh``)."""
-    max_skip_steps: int
-    """Recommended cap ``K`` on skips in a row."""
-    retention_ratio: float
-    """Recommended fraction ``R`` of leading steps always computed."""
-    note: str = ""
-
-    def __attrs_post_init__(self) -> None:
-        per_call = 2 if self.interleaved else 1
-        if len(self.ratios) != per_call * self.num_steps:
-            raise ValueError(
-                f"MagRatioPreset.ratios: expected {per_call * self.num_steps} values "
-                f"({self.num_steps} steps{' x cond/uncond' if self.interleaved else ''}), got {len(self.ratios)}"
-            )
-        if self.ratios[: self.padding] != (1.0,) * self.padding:
-            raise ValueError(f"MagRatioPreset.ratios: expected the padding prefix {[1.0] * self.padding}")
-        if not all(math.isfinite(r) and r > 0 for r in self.ratios):
-            raise ValueError("MagRatioPreset.ratios: every ratio must be a finite number > 0")
-
-    @property
-    def padding(self) -> int:
-        """Number of leading ``1.0`` padding entries: 2 for interleaved curves, else 1."""
-        return 2 if self.interleaved else 1
-
-    def curves(self) -> dict[str, tuple[float, ...]]:
-        """Per-branch curves, ``num_steps`` entries each: ``{"cond": ...}`` plus ``"uncond"`` when interleaved."""
-        if self.interleaved:
-            return {"cond": self.ratios[0::2], "uncond": self.ratios[1::2]}
-        return {"cond": self.ratios}
-
-
-def _padded(n: int, values: tuple[float, ...]) -> tuple[float, ...]:
-    """``[1.0] * n + values``, as the published scripts write their arrays."""
-    return (1.0,) * n + values
 
 
 _MC = "Zehong-Ma/MagCache"
@@ -340,46 +292,24 @@ MAG_RATIO_PRESETS: dict[str, MagRatioPreset] = {
     ),
 }
 # fmt: on
+MAG_RATIO_PRESETS.update(MORE_MAG_RATIO_PRESETS)
 
 
 def infer_magcache_model(module: Any) -> tuple[str, bool]:
     """The preset key for a module from its class and config: ``(key, exact)``.
 
-    ``exact`` is False when the architecture matches no published checkpoint and the nearest curve of the same
-    family is borrowed (a random-weight test model, say); callers log that. FLUX.1-Kontext and FLUX.1-dev share a
-    class and a config, so a Flux model always maps to ``"flux.1-dev"`` (pass ``model="flux.1-kontext-dev"``).
-    Raises ValueError when the family has no published curve.
+    The rule is the one the model's file declares (:mod:`ditcache.presets.rules`). ``exact`` is False when the
+    architecture matches no published checkpoint and the nearest curve of the same family is borrowed (a
+    random-weight test model, say); callers log that. FLUX.1-Kontext and FLUX.1-dev share a class and a config, so
+    a Flux model always maps to ``"flux.1-dev"`` (pass ``model="flux.1-kontext-dev"``). Raises ValueError when the
+    family has no published curve.
     """
-    name = type(module).__name__
-    config = getattr(module, "config", None)
-    if name == "FluxTransformer2DModel":
-        return "flux.1-dev", _get(config, "num_layers") == 19 and _get(config, "num_single_layers") == 38
-    if name == "QwenImageTransformer2DModel":
-        return "qwen-image", _get(config, "num_layers") == 60
-    if name == "HunyuanVideoTransformer3DModel":
-        return "hunyuanvideo-720p", _get(config, "num_layers") == 20 and _get(config, "num_single_layers") == 40
-    if name == "WanTransformer3DModel":
-        dim = (_get(config, "num_attention_heads") or 0) * (_get(config, "attention_head_dim") or 0)
-        in_channels = _get(config, "in_channels")
-        if dim == 3072 or in_channels == 48:
-            return "wan2.2-ti2v-5b", dim == 3072 and in_channels == 48
-        if _get(config, "image_dim") is not None:  # Wan 2.1 I2V: CLIP image tokens
-            return "wan2.1-i2v-14b-480p", dim == 5120
-        if in_channels == 36:  # Wan 2.2 I2V-A14B: image latents by channel concatenation, no CLIP tokens
-            return "wan2.2-i2v-a14b", dim == 5120
-        if dim == 5120:
-            return "wan2.1-t2v-14b", True
-        return "wan2.1-t2v-1.3b", dim == 1536
-    raise ValueError(
-        f"model: no published MagCache ratios are known for {name}; pass MagCacheConfig(model=...) with one of "
-        f"{sorted(MAG_RATIO_PRESETS)}, explicit mag_ratios=[...], or a calibrated profile=... "
-        "(calibrate one with MagCacheConfig(calibrate=True))"
-    )
-
-
-def _get(config: Any, key: str) -> Any:
-    if config is None:
-        return None
-    if isinstance(config, dict):
-        return config.get(key)
-    return getattr(config, key, None)
+    try:
+        return preset_key(module, "magcache")
+    except NoPresetError as exc:
+        known = "known" if exc.note is None else f"published ({exc.note})"
+        raise ValueError(
+            f"model: no published MagCache ratios are {known} for {exc.class_name}; pass MagCacheConfig(model=...) "
+            f"with one of {sorted(MAG_RATIO_PRESETS)}, explicit mag_ratios=[...], or a calibrated profile=... "
+            "(calibrate one with MagCacheConfig(calibrate=True))"
+        ) from None
