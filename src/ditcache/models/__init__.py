@@ -21,6 +21,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "FluxTransformer2DModel": "ditcache.models.flux",
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "WanTransformer3DModel": "ditcache.models.wan",
+    "LongCatImageTransformer2DModel": "ditcache.models.longcat_image",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -72,7 +73,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
     "states change shape inside the loop); no extractor yet",
     "LongCatAudioDiTTransformer": _LATER,
-    "LongCatImageTransformer2DModel": _LATER,
     "Lumina2Transformer2DModel": _LATER,
     "LuminaNextDiT2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,

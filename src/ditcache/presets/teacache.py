@@ -114,6 +114,11 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         force_last_step=False,
         recommended_thresholds=(0.20, 0.30),
     ),
+    "longcat-image": TeaCachePreset(
+        (652.5980, -424.1615, 84.5526, -4.5923, 0.1694),
+        "vllm-project/vllm-omni, teacache/config.py (LongCatImageTransformer2DModel)",
+        note="Fitted by vLLM-Omni for LongCat-Image; no set from the TeaCache authors exists.",
+    ),
 }
 
 
