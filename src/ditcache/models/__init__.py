@@ -22,6 +22,9 @@ SUPPORTED: Final[dict[str, str]] = {
     "QwenImageTransformer2DModel": "ditcache.models.qwenimage",
     "WanTransformer3DModel": "ditcache.models.wan",
     "LongCatImageTransformer2DModel": "ditcache.models.longcat_image",
+    "OvisImageTransformer2DModel": "ditcache.models.ovis_image",
+    "BriaTransformer2DModel": "ditcache.models.bria",
+    "AuraFlowTransformer2DModel": "ditcache.models.auraflow",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -33,11 +36,9 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "AllegroTransformer3DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "AnyFlowTransformer3DModel": _LATER,
-    "AuraFlowTransformer2DModel": _LATER,
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
-    "BriaTransformer2DModel": _LATER,
     "ChromaTransformer2DModel": _LATER,
     "ChronoEditTransformer3DModel": _LATER,
     "CogVideoXTransformer3DModel": _LATER,
@@ -81,7 +82,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "MotifVideoTransformer3DModel": _LATER,
     "NucleusMoEImageTransformer2DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
-    "OvisImageTransformer2DModel": _LATER,
     "PRXTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
