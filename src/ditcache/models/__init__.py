@@ -25,6 +25,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "OvisImageTransformer2DModel": "ditcache.models.ovis_image",
     "BriaTransformer2DModel": "ditcache.models.bria",
     "AuraFlowTransformer2DModel": "ditcache.models.auraflow",
+    "CogView4Transformer2DModel": "ditcache.models.cogview4",
+    "CogView3PlusTransformer2DModel": "ditcache.models.cogview3plus",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -42,8 +44,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "ChromaTransformer2DModel": _LATER,
     "ChronoEditTransformer3DModel": _LATER,
     "CogVideoXTransformer3DModel": _LATER,
-    "CogView3PlusTransformer2DModel": _LATER,
-    "CogView4Transformer2DModel": _LATER,
     "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
