@@ -27,6 +27,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "AuraFlowTransformer2DModel": "ditcache.models.auraflow",
     "CogView4Transformer2DModel": "ditcache.models.cogview4",
     "CogView3PlusTransformer2DModel": "ditcache.models.cogview3plus",
+    "HunyuanVideoFramepackTransformer3DModel": "ditcache.models.hunyuan_video_framepack",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -60,7 +61,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "would need the skip stack in the cached state); no extractor yet",
     "HunyuanImageTransformer2DModel": _LATER,
     "HunyuanVideo15Transformer3DModel": _LATER,
-    "HunyuanVideoFramepackTransformer3DModel": _LATER,
     "HunyuanVideoTransformer3DModel": _LATER,
     "Ideogram4Transformer2DModel": _LATER,
     "JoyImageEditPlusTransformer3DModel": _LATER,
