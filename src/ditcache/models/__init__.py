@@ -28,6 +28,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "CogView4Transformer2DModel": "ditcache.models.cogview4",
     "CogView3PlusTransformer2DModel": "ditcache.models.cogview3plus",
     "HunyuanVideoFramepackTransformer3DModel": "ditcache.models.hunyuan_video_framepack",
+    "EasyAnimateTransformer3DModel": "ditcache.models.easyanimate",
+    "AllegroTransformer3DModel": "ditcache.models.allegro",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -36,7 +38,6 @@ _KV = "its forward has a KV-cache / autoregressive decoding mode whose block inp
 
 UNSUPPORTED: Final[dict[str, str]] = {
     "AceStepTransformer1DModel": _LATER,
-    "AllegroTransformer3DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "AnyFlowTransformer3DModel": _LATER,
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
@@ -50,7 +51,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "helper; no extractor yet",
     "CosmosTransformer3DModel": _LATER,
     "DiTTransformer2DModel": _LATER,
-    "EasyAnimateTransformer3DModel": _LATER,
     "ErnieImageTransformer2DModel": _LATER,
     "Flux2Transformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
