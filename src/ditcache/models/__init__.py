@@ -30,6 +30,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "HunyuanVideoFramepackTransformer3DModel": "ditcache.models.hunyuan_video_framepack",
     "EasyAnimateTransformer3DModel": "ditcache.models.easyanimate",
     "AllegroTransformer3DModel": "ditcache.models.allegro",
+    "HeliosTransformer3DModel": "ditcache.models.helios",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -55,7 +56,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Flux2Transformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
     "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
-    "HeliosTransformer3DModel": _LATER,
     "HiDreamImageTransformer2DModel": _LATER,
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
