@@ -31,6 +31,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "EasyAnimateTransformer3DModel": "ditcache.models.easyanimate",
     "AllegroTransformer3DModel": "ditcache.models.allegro",
     "HeliosTransformer3DModel": "ditcache.models.helios",
+    "SanaVideoTransformer3DModel": "ditcache.models.sana_video",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -87,7 +88,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SD3Transformer2DModel": _LATER,
     "SanaTransformer2DModel": _LATER,
-    "SanaVideoTransformer3DModel": _LATER,
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
     "SkyReelsV2Transformer3DModel": _LATER,
