@@ -32,6 +32,10 @@ SUPPORTED: Final[dict[str, str]] = {
     "AllegroTransformer3DModel": "ditcache.models.allegro",
     "HeliosTransformer3DModel": "ditcache.models.helios",
     "SanaVideoTransformer3DModel": "ditcache.models.sana_video",
+    "DiTTransformer2DModel": "ditcache.models.dit",
+    "StableAudioDiTModel": "ditcache.models.stable_audio",
+    "ConsisIDTransformer3DModel": "ditcache.models.consisid",
+    "AnyFlowTransformer3DModel": "ditcache.models.anyflow",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -41,18 +45,15 @@ _KV = "its forward has a KV-cache / autoregressive decoding mode whose block inp
 UNSUPPORTED: Final[dict[str, str]] = {
     "AceStepTransformer1DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
-    "AnyFlowTransformer3DModel": _LATER,
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
     "BriaFiboTransformer2DModel": _LATER,
     "ChromaTransformer2DModel": _LATER,
     "ChronoEditTransformer3DModel": _LATER,
     "CogVideoXTransformer3DModel": _LATER,
-    "ConsisIDTransformer3DModel": _LATER,
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
     "CosmosTransformer3DModel": _LATER,
-    "DiTTransformer2DModel": _LATER,
     "ErnieImageTransformer2DModel": _LATER,
     "Flux2Transformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
@@ -92,7 +93,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "extractor yet",
     "SkyReelsV2Transformer3DModel": _LATER,
     "StableAudio3DiTModel": _LATER,
-    "StableAudioDiTModel": _LATER,
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
     f"branch) and {_KV}",
     "WanAnimateTransformer3DModel": _LATER,

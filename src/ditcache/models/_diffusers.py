@@ -240,10 +240,16 @@ def lora_scope(module: nn.Module, kwargs: dict[str, Any], kwargs_name: str | Non
             unscale_lora_layers(module, lora_scale)
 
 
-def model_output(output: Any, return_dict: bool, output_class: str = "Transformer2DModelOutput") -> Any:
-    """Wrap a sample the way diffusers transformers do (``output_class`` from ``diffusers.models.modeling_outputs``)."""
+def model_output(output: Any, return_dict: bool, output_class: str | type = "Transformer2DModelOutput") -> Any:
+    """Wrap a sample the way diffusers transformers do.
+
+    ``output_class`` is a class name in ``diffusers.models.modeling_outputs``, or the class itself for a model
+    that returns another one (Stable Audio's deprecated ``transformer_2d.Transformer2DModelOutput``).
+    """
     if not return_dict:
         return (output,)
+    if isinstance(output_class, type):
+        return output_class(sample=output)
     from diffusers.models import modeling_outputs
 
     return getattr(modeling_outputs, output_class)(sample=output)

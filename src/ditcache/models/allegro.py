@@ -70,7 +70,7 @@ def extract(
 
     hidden_states = hidden_states.permute(0, 2, 1, 3, 4).flatten(0, 1)
     hidden_states = self.pos_embed(hidden_states)
-    hidden_states = hidden_states.unflatten(0, (batch_size, -1)).flatten(1, 2)
+    hidden_states = hidden_states.unflatten(0, (batch_size, -1)).flatten(1, 2)  # type: ignore[no-untyped-call]
 
     encoder_hidden_states = self.caption_projection(encoder_hidden_states)
     encoder_hidden_states = encoder_hidden_states.view(batch_size, -1, encoder_hidden_states.shape[-1])

@@ -59,7 +59,8 @@ def extract(
 
     hidden_states = hidden_states.permute(0, 2, 1, 3, 4).flatten(0, 1)  # [B, C, F, H, W] -> [BF, C, H, W]
     hidden_states = self.proj(hidden_states)
-    hidden_states = hidden_states.unflatten(0, (batch_size, -1)).permute(0, 2, 1, 3, 4)  # -> [B, F, C, H, W]
+    hidden_states = hidden_states.unflatten(0, (batch_size, -1))  # type: ignore[no-untyped-call]
+    hidden_states = hidden_states.permute(0, 2, 1, 3, 4)  # [BF, C, H, W] -> [B, F, C, H, W]
     hidden_states = hidden_states.flatten(2, 4).transpose(1, 2)  # [B, F, C, H, W] -> [B, FHW, C]
 
     encoder_hidden_states = self.text_proj(encoder_hidden_states)

@@ -128,6 +128,23 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
             "not refitted for FramePack) with threshold 0.15."
         ),
     ),
+    "stable-audio-open-1.0": TeaCachePreset(
+        (121.77490545701518, -153.7449426160371, 68.05368574596551, -12.281286412689623, 1.0733905006198015),
+        "vllm-project/vllm-omni, teacache/config.py (StableAudioDiTModel)",
+        note=(
+            "Estimated by vLLM-Omni (its table marks it so) on the indicator transformer_blocks[0].norm1(h), which "
+            "ditcache's StableAudio extractor uses too; no set from the TeaCache authors exists."
+        ),
+    ),
+    "consisid": TeaCachePreset(
+        (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
+        "ali-vilab/TeaCache, TeaCache4ConsisID",
+        recommended_thresholds=(0.1, 0.15, 0.2),
+        note=(
+            "The authors' ConsisID set is their CogVideoX-5B fit (same architecture; README transfer rule). "
+            "README (H100): ~110 s; 0.1 -> ~70 s (1.6x), 0.15 -> ~53 s (2.1x), 0.2 -> ~41 s (2.7x)."
+        ),
+    ),
 }
 
 
