@@ -32,7 +32,7 @@ def _face_injection(model: Any, face_emb: torch.Tensor | None) -> _diffusers.Add
     def add(index: int, h: torch.Tensor) -> torch.Tensor:
         if index % interval != 0:
             return h
-        return h + model.local_face_scale * model.perceiver_cross_attention[index // interval](face_emb, h)
+        return h + model.local_face_scale * model.perceiver_cross_attention[index // interval](face_emb, h)  # type: ignore[no-any-return]
 
     return add
 
