@@ -36,6 +36,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "StableAudioDiTModel": "ditcache.models.stable_audio",
     "ConsisIDTransformer3DModel": "ditcache.models.consisid",
     "AnyFlowTransformer3DModel": "ditcache.models.anyflow",
+    "LuminaNextDiT2DModel": "ditcache.models.lumina_next",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -77,7 +78,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "states change shape inside the loop); no extractor yet",
     "LongCatAudioDiTTransformer": _LATER,
     "Lumina2Transformer2DModel": _LATER,
-    "LuminaNextDiT2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
     "MiniMaxMusic3Transformer1DModel": _LATER,
     "MochiTransformer3DModel": _LATER,

@@ -145,6 +145,12 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
             "README (H100): ~110 s; 0.1 -> ~70 s (1.6x), 0.15 -> ~53 s (2.1x), 0.2 -> ~41 s (2.7x)."
         ),
     ),
+    "lumina-next-sft": TeaCachePreset(
+        (393.76566581, -603.50993606, 209.10239044, -23.00726601, 0.86377344),
+        "ali-vilab/TeaCache, TeaCache4Lumina-T2X",
+        recommended_thresholds=(0.2, 0.3, 0.4, 0.5),
+        note="README (A800): ~17 s; 0.2 -> ~11 s (1.5x), 0.3 -> ~9 s (1.9x), 0.4 -> ~7 s (2.4x), 0.5 -> ~6 s (2.8x).",
+    ),
 }
 
 
