@@ -37,6 +37,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "ConsisIDTransformer3DModel": "ditcache.models.consisid",
     "AnyFlowTransformer3DModel": "ditcache.models.anyflow",
     "LuminaNextDiT2DModel": "ditcache.models.lumina_next",
+    "JoyImageEditTransformer3DModel": "ditcache.models.joyimage",
+    "JoyImageEditPlusTransformer3DModel": "ditcache.models.joyimage_edit_plus",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -66,8 +68,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HunyuanVideo15Transformer3DModel": _LATER,
     "HunyuanVideoTransformer3DModel": _LATER,
     "Ideogram4Transformer2DModel": _LATER,
-    "JoyImageEditPlusTransformer3DModel": _LATER,
-    "JoyImageEditTransformer3DModel": _LATER,
     "Kandinsky5Transformer3DModel": _LATER,
     "Kandinsky6SRTransformer3DModel": _LATER,
     "Kandinsky6Transformer3DModel": _LATER,
