@@ -39,6 +39,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "LuminaNextDiT2DModel": "ditcache.models.lumina_next",
     "JoyImageEditTransformer3DModel": "ditcache.models.joyimage",
     "JoyImageEditPlusTransformer3DModel": "ditcache.models.joyimage_edit_plus",
+    "PRXTransformer2DModel": "ditcache.models.prx",
+    "Krea2Transformer2DModel": "ditcache.models.krea2",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -71,7 +73,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Kandinsky5Transformer3DModel": _LATER,
     "Kandinsky6SRTransformer3DModel": _LATER,
     "Kandinsky6Transformer3DModel": _LATER,
-    "Krea2Transformer2DModel": _LATER,
     "LTX2VideoTransformer3DModel": _LATER,
     "LTXVideoTransformer3DModel": _LATER,
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
@@ -84,7 +85,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "MotifVideoTransformer3DModel": _LATER,
     "NucleusMoEImageTransformer2DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
-    "PRXTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SD3Transformer2DModel": _LATER,
