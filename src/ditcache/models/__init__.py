@@ -41,6 +41,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "JoyImageEditPlusTransformer3DModel": "ditcache.models.joyimage_edit_plus",
     "PRXTransformer2DModel": "ditcache.models.prx",
     "Krea2Transformer2DModel": "ditcache.models.krea2",
+    "Ideogram4Transformer2DModel": "ditcache.models.ideogram4",
+    "NucleusMoEImageTransformer2DModel": "ditcache.models.nucleusmoe_image",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -69,7 +71,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "HunyuanImageTransformer2DModel": _LATER,
     "HunyuanVideo15Transformer3DModel": _LATER,
     "HunyuanVideoTransformer3DModel": _LATER,
-    "Ideogram4Transformer2DModel": _LATER,
     "Kandinsky5Transformer3DModel": _LATER,
     "Kandinsky6SRTransformer3DModel": _LATER,
     "Kandinsky6Transformer3DModel": _LATER,
@@ -83,7 +84,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "MiniMaxMusic3Transformer1DModel": _LATER,
     "MochiTransformer3DModel": _LATER,
     "MotifVideoTransformer3DModel": _LATER,
-    "NucleusMoEImageTransformer2DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
