@@ -43,6 +43,8 @@ SUPPORTED: Final[dict[str, str]] = {
     "Krea2Transformer2DModel": "ditcache.models.krea2",
     "Ideogram4Transformer2DModel": "ditcache.models.ideogram4",
     "NucleusMoEImageTransformer2DModel": "ditcache.models.nucleusmoe_image",
+    "ErnieImageTransformer2DModel": "ditcache.models.ernie_image",
+    "MiniMaxMusic3Transformer1DModel": "ditcache.models.minimax_music3",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -61,7 +63,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
     "helper; no extractor yet",
     "CosmosTransformer3DModel": _LATER,
-    "ErnieImageTransformer2DModel": _LATER,
     "Flux2Transformer2DModel": _LATER,
     "Flux3Transformer2DModel": _LATER,
     "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
@@ -81,7 +82,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "LongCatAudioDiTTransformer": _LATER,
     "Lumina2Transformer2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
-    "MiniMaxMusic3Transformer1DModel": _LATER,
     "MochiTransformer3DModel": _LATER,
     "MotifVideoTransformer3DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
