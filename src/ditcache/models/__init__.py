@@ -45,6 +45,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "NucleusMoEImageTransformer2DModel": "ditcache.models.nucleusmoe_image",
     "ErnieImageTransformer2DModel": "ditcache.models.ernie_image",
     "MiniMaxMusic3Transformer1DModel": "ditcache.models.minimax_music3",
+    "AceStepTransformer1DModel": "ditcache.models.ace_step",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -52,7 +53,6 @@ _LATER = "no extractor yet (a plain block loop: planned, not written in this rou
 _KV = "its forward has a KV-cache / autoregressive decoding mode whose block inputs change between calls"
 
 UNSUPPORTED: Final[dict[str, str]] = {
-    "AceStepTransformer1DModel": _LATER,
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
