@@ -46,6 +46,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "ErnieImageTransformer2DModel": "ditcache.models.ernie_image",
     "MiniMaxMusic3Transformer1DModel": "ditcache.models.minimax_music3",
     "AceStepTransformer1DModel": "ditcache.models.ace_step",
+    "MotifVideoTransformer3DModel": "ditcache.models.motif_video",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -83,7 +84,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Lumina2Transformer2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
     "MochiTransformer3DModel": _LATER,
-    "MotifVideoTransformer3DModel": _LATER,
     "OmniGenTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
