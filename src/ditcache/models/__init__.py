@@ -47,6 +47,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "MiniMaxMusic3Transformer1DModel": "ditcache.models.minimax_music3",
     "AceStepTransformer1DModel": "ditcache.models.ace_step",
     "MotifVideoTransformer3DModel": "ditcache.models.motif_video",
+    "LongCatAudioDiTTransformer": "ditcache.models.longcat_audio",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -80,7 +81,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "LTXVideoTransformer3DModel": _LATER,
     "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
     "states change shape inside the loop); no extractor yet",
-    "LongCatAudioDiTTransformer": _LATER,
     "Lumina2Transformer2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
     "MochiTransformer3DModel": _LATER,
