@@ -48,6 +48,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "AceStepTransformer1DModel": "ditcache.models.ace_step",
     "MotifVideoTransformer3DModel": "ditcache.models.motif_video",
     "LongCatAudioDiTTransformer": "ditcache.models.longcat_audio",
+    "WanAnimateTransformer3DModel": "ditcache.models.wan_animate",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -95,7 +96,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "StableAudio3DiTModel": _LATER,
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
     f"branch) and {_KV}",
-    "WanAnimateTransformer3DModel": _LATER,
     "WanVACETransformer3DModel": _LATER,
     "ZImageTransformer2DModel": _LATER,
 }
