@@ -49,6 +49,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "MotifVideoTransformer3DModel": "ditcache.models.motif_video",
     "LongCatAudioDiTTransformer": "ditcache.models.longcat_audio",
     "WanAnimateTransformer3DModel": "ditcache.models.wan_animate",
+    "OmniGenTransformer2DModel": "ditcache.models.omnigen",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -85,7 +86,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "Lumina2Transformer2DModel": _LATER,
     "MiniMaxH3Transformer3DModel": _LATER,
     "MochiTransformer3DModel": _LATER,
-    "OmniGenTransformer2DModel": _LATER,
     "PixArtTransformer2DModel": _LATER,
     "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
     "SD3Transformer2DModel": _LATER,
