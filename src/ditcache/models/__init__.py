@@ -50,6 +50,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "LongCatAudioDiTTransformer": "ditcache.models.longcat_audio",
     "WanAnimateTransformer3DModel": "ditcache.models.wan_animate",
     "OmniGenTransformer2DModel": "ditcache.models.omnigen",
+    "StableAudio3DiTModel": "ditcache.models.stable_audio3",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -93,7 +94,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
     "SkyReelsV2Transformer3DModel": _LATER,
-    "StableAudio3DiTModel": _LATER,
     "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
     f"branch) and {_KV}",
     "WanVACETransformer3DModel": _LATER,
