@@ -51,6 +51,7 @@ SUPPORTED: Final[dict[str, str]] = {
     "WanAnimateTransformer3DModel": "ditcache.models.wan_animate",
     "OmniGenTransformer2DModel": "ditcache.models.omnigen",
     "StableAudio3DiTModel": "ditcache.models.stable_audio3",
+    "BriaFiboTransformer2DModel": "ditcache.models.bria_fibo",
 }
 """Covered model class name -> module path of its extractor."""
 
@@ -61,7 +62,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
     "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
     "between lists; no extractor yet",
-    "BriaFiboTransformer2DModel": _LATER,
     "ChromaTransformer2DModel": _LATER,
     "ChronoEditTransformer3DModel": _LATER,
     "CogVideoXTransformer3DModel": _LATER,
