@@ -18,9 +18,11 @@ from typing import Final
 __all__ = ["MODEL_TABLE", "SUPPORTED", "UNSUPPORTED"]
 
 SUPPORTED: Final[dict[str, str]] = {
+    "AceStepTransformer1DModel": "ditcache.models.ace_step",
     "AllegroTransformer3DModel": "ditcache.models.allegro",
     "AnyFlowTransformer3DModel": "ditcache.models.anyflow",
     "AuraFlowTransformer2DModel": "ditcache.models.auraflow",
+    "BriaFiboTransformer2DModel": "ditcache.models.bria_fibo",
     "BriaTransformer2DModel": "ditcache.models.bria",
     "ChromaTransformer2DModel": "ditcache.models.chroma",
     "ChronoEditTransformer3DModel": "ditcache.models.chronoedit",
@@ -31,11 +33,14 @@ SUPPORTED: Final[dict[str, str]] = {
     "CosmosTransformer3DModel": "ditcache.models.cosmos",
     "DiTTransformer2DModel": "ditcache.models.dit",
     "EasyAnimateTransformer3DModel": "ditcache.models.easyanimate",
+    "ErnieImageTransformer2DModel": "ditcache.models.ernie_image",
     "Flux2Transformer2DModel": "ditcache.models.flux2",
     "FluxTransformer2DModel": "ditcache.models.flux",
+    "HeliosTransformer3DModel": "ditcache.models.helios",
     "HiDreamImageTransformer2DModel": "ditcache.models.hidream",
     "HunyuanImageTransformer2DModel": "ditcache.models.hunyuan_image",
     "HunyuanVideo15Transformer3DModel": "ditcache.models.hunyuan_video15",
+    "HunyuanVideoFramepackTransformer3DModel": "ditcache.models.hunyuan_video_framepack",
     "HunyuanVideoTransformer3DModel": "ditcache.models.hunyuan_video",
     "Ideogram4Transformer2DModel": "ditcache.models.ideogram4",
     "JoyImageEditPlusTransformer3DModel": "ditcache.models.joyimage_plus",
@@ -43,11 +48,15 @@ SUPPORTED: Final[dict[str, str]] = {
     "Kandinsky5Transformer3DModel": "ditcache.models.kandinsky5",
     "Krea2Transformer2DModel": "ditcache.models.krea2",
     "LTXVideoTransformer3DModel": "ditcache.models.ltx",
+    "LongCatAudioDiTTransformer": "ditcache.models.longcat_audio",
     "LongCatImageTransformer2DModel": "ditcache.models.longcat_image",
     "Lumina2Transformer2DModel": "ditcache.models.lumina2",
     "LuminaNextDiT2DModel": "ditcache.models.lumina_next",
+    "MiniMaxMusic3Transformer1DModel": "ditcache.models.minimax_music3",
     "MochiTransformer3DModel": "ditcache.models.mochi",
+    "MotifVideoTransformer3DModel": "ditcache.models.motif_video",
     "NucleusMoEImageTransformer2DModel": "ditcache.models.nucleus_moe",
+    "OmniGenTransformer2DModel": "ditcache.models.omnigen",
     "OvisImageTransformer2DModel": "ditcache.models.ovis_image",
     "PRXTransformer2DModel": "ditcache.models.prx",
     "PixArtTransformer2DModel": "ditcache.models.pixart",
@@ -56,60 +65,44 @@ SUPPORTED: Final[dict[str, str]] = {
     "SanaTransformer2DModel": "ditcache.models.sana",
     "SanaVideoTransformer3DModel": "ditcache.models.sana_video",
     "SkyReelsV2Transformer3DModel": "ditcache.models.skyreels_v2",
+    "StableAudio3DiTModel": "ditcache.models.stable_audio3",
     "StableAudioDiTModel": "ditcache.models.stable_audio",
+    "WanAnimateTransformer3DModel": "ditcache.models.wan_animate",
     "WanTransformer3DModel": "ditcache.models.wan",
     "WanVACETransformer3DModel": "ditcache.models.wan_vace",
     "ZImageTransformer2DModel": "ditcache.models.zimage",
 }
 """Covered model class name -> module path of its extractor."""
 
-_KV = "its forward has a KV-cache / autoregressive decoding mode whose block inputs change between calls"
-
 UNSUPPORTED: Final[dict[str, str]] = {
-    "AceStepTransformer1DModel": "ACE-Step (music): per-layer sliding/full attention masks; not covered in this round",
-    "AnyFlowFARTransformer3DModel": f"chunk-autoregressive model: {_KV}",
-    "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed "
-    "between lists; no extractor yet",
-    "BriaFiboTransformer2DModel": "a text-encoder layer is projected and injected into the text stream before "
-    "every block; not covered in this round",
-    "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in a "
-    "helper; no extractor yet",
-    "ErnieImageTransformer2DModel": "its blocks run on sequence-first (tokens, batch, width) tensors, which the"
-    " block-stack contract (batch first) does not describe yet",
+    "AnyFlowFARTransformer3DModel": "chunk-autoregressive model: its forward has a KV-cache / autoregressive "
+    "decoding mode whose block inputs change between calls",
+    "BriaFibo2Transformer2DModel": "text bundles are re-injected at chosen layers and the sequence is re-packed"
+    " between lists; no extractor yet",
+    "Cosmos3OmniTransformer": "packed multi-modal (understanding + generation) sequence with its block loop in "
+    "a helper; no extractor yet",
     "Flux3Transformer2DModel": "per-mode block lists in a ModuleDict run before the joint single-stream list, "
     "with per-token modulation; not covered in this round",
-    "GlmImageTransformer2DModel": f"GLM-Image: {_KV} (AR prefix KV caches per block)",
-    "HeliosTransformer3DModel": "history / multi-term context packing (87 lines of preprocessing) not mirrored "
-    "yet; not covered in this round",
+    "GlmImageTransformer2DModel": "GLM-Image: its forward has a KV-cache / autoregressive decoding mode whose "
+    "block inputs change between calls (AR prefix KV caches per block)",
     "HunyuanDiT2DModel": "U-Net-style long skip connections cross every block slice (DBCache's middle blocks "
     "would need the skip stack in the cached state); no extractor yet",
-    "HunyuanVideoFramepackTransformer3DModel": "clean-latent history packing (61 lines of preprocessing) not "
-    "mirrored yet; not covered in this round",
     "Kandinsky6SRTransformer3DModel": "NABLA local patching around the blocks not mirrored yet; not covered in "
     "this round",
     "Kandinsky6Transformer3DModel": "fused video + audio streams with separate conditioning; the block stack "
     "has no audio stream yet",
     "LTX2VideoTransformer3DModel": "a second token stream of audio (not text) and STG perturbation of a block "
     "subset inside the forward: refused rather than cached wrongly",
-    "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the hidden "
-    "states change shape inside the loop); no extractor yet",
-    "LongCatAudioDiTTransformer": "LongCat-Audio: its forward has no checkpointing branch and a global AdaLN; "
-    "not covered in this round",
+    "LatteTransformer3DModel": "spatial and temporal blocks are interleaved with reshapes between them (the "
+    "hidden states change shape inside the loop); no extractor yet",
     "MiniMaxH3Transformer3DModel": "packed multi-modal tokens with a per-token AdaLN index; not covered in this round",
-    "MiniMaxMusic3Transformer1DModel": "MiniMax Music 3: time tokens prepended without AdaLN; not covered in "
-    "this round",
-    "MotifVideoTransformer3DModel": "50 lines of postprocessing not mirrored yet; not covered in this round",
-    "OmniGenTransformer2DModel": "an LLM-style packed sequence with input images as tokens and no AdaLN "
-    "modulation; not covered in this round",
-    "QwenImage21Transformer2DModel": f"Qwen-Image 2.1: {_KV} (prefix KV cache, block-causal segments)",
+    "QwenImage21Transformer2DModel": "Qwen-Image 2.1: its forward has a KV-cache / autoregressive decoding mode"
+    " whose block inputs change between calls (prefix KV cache, block-causal segments)",
     "SanaWMTransformer3DModel": "chunked causal world model (camera conditions, block loop in a helper); no "
     "extractor yet",
-    "StableAudio3DiTModel": "memory tokens and a local sequence must be carried in the cached state; not "
-    "covered in this round",
-    "WanAnimate2Transformer3DModel": f"the unconditional call skips a block (the block set depends on the CFG "
-    f"branch) and {_KV}",
-    "WanAnimateTransformer3DModel": "face-adapter injection every N blocks from motion/face encoders; not "
-    "covered in this round",
+    "WanAnimate2Transformer3DModel": "the unconditional call skips a block (the block set depends on the CFG "
+    "branch) and its forward has a KV-cache / autoregressive decoding mode  whose block inputs change "
+    "between calls",
 }
 """Known diffusers DiT class name -> why ditcache refuses it."""
 

@@ -290,6 +290,32 @@ MAG_RATIO_PRESETS: dict[str, MagRatioPreset] = {
         retention_ratio=0.2,
         note="No CFG (guidance-distilled). README (A800): 540p 20 min 10 s -> E024K06R02 7 min 17 s.",
     ),
+    "framepack": MagRatioPreset(
+        _padded(1, (1.26562, 1.23438, 1.03125, 1.02344, 1.03906, 1.01562, 1.03906, 1.05469, 1.02344, 1.03906,
+                    0.99609, 1.03125, 1.02344, 1.01562, 1.02344, 1.00781, 1.04688, 0.98828, 1.0, 1.00781, 0.98828,
+                    0.94141, 0.94141, 0.78906)),
+        f"{_MC}, MagCache4FramePack/magcache_demo_gradio.py:70",
+        num_steps=25,
+        interleaved=False,
+        threshold=0.10,
+        max_skip_steps=3,
+        retention_ratio=0.2,
+        note="Per 25-step section, no CFG (distilled guidance). README (L20, 5 s video): E010K3R02 9 min -> 4 min "
+        "20 s; E015K4R02 -> 4 min.",
+    ),
+    "framepack-f1": MagRatioPreset(
+        _padded(1, (1.25781, 1.08594, 1.02344, 1.00781, 1.02344, 1.00781, 1.02344, 1.05469, 0.99609, 1.03906,
+                    1.00781, 1.01562, 1.00781, 1.02344, 1.01562, 0.98047, 1.05469, 0.98047, 0.96875, 1.03125,
+                    0.97266, 0.9375, 0.96484, 0.78516)),
+        f"{_MC}, MagCache4FramePack/magcache_demo_gradio_f1.py:70",
+        num_steps=25,
+        interleaved=False,
+        threshold=0.10,
+        max_skip_steps=3,
+        retention_ratio=0.2,
+        note="Per 25-step section, no CFG (distilled guidance). README (L20, 5 s video): E010K3R02 9 min -> 4 min "
+        "20 s; E015K4R02 -> 3 min 40 s.",
+    ),
 }
 # fmt: on
 MAG_RATIO_PRESETS.update(MORE_MAG_RATIO_PRESETS)

@@ -204,6 +204,15 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         force_last_step=False,
         recommended_thresholds=(0.20, 0.30),
     ),
+    "framepack": TeaCachePreset(
+        (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02),
+        "lllyasviel/FramePack, diffusers_helper/models/hunyuan_video_packed.py",
+        recommended_thresholds=(0.15,),
+        note=(
+            "FramePack's own TeaCache: the authors reuse the TeaCache4HunyuanVideo set (fitted on HunyuanVideo, "
+            "not refitted for FramePack) with threshold 0.15."
+        ),
+    ),
 }
 
 
