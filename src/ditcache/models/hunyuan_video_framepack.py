@@ -30,8 +30,8 @@ _FRAMEPACK = {"num_layers": 20, "num_single_layers": 40, "has_clean_x_embedder":
     "HunyuanVideoFramepackTransformer3DModel",
     name="hunyuanvideo-framepack",
     blocks=("transformer_blocks", "single_transformer_blocks"),
-    teacache=fixed("framepack", "the HunyuanVideo set, as FramePack's own TeaCache uses it", **_FRAMEPACK),
-    magcache=fixed("framepack", "FramePack-F1: pass model='framepack-f1'", **_FRAMEPACK),
+    teacache=fixed("framepack", _FRAMEPACK, "the HunyuanVideo set, as FramePack's own TeaCache uses it"),
+    magcache=fixed("framepack", _FRAMEPACK, "FramePack-F1: pass model='framepack-f1'"),
 )
 def extract(
     self: Any,
