@@ -427,12 +427,15 @@ def test_refresh_resets_what_the_timestep_cannot_tell(flux: FluxTransformer2DMod
     assert decisions_of(cache) == ref_decisions
     assert torch.equal(out, ref_out)
 
-    # Without refresh the second run continues the first generation (the test above can fail).
+    # Without refresh the second run is a new generation too: it starts from the latent the first one started from
+    # (not a continuation, although its timestep keeps decreasing); with no count given it equals a fresh run.
     ditcache.remove_cache(flux)
     cache = apply_teacache_hook(flux, GEN_CONFIG)
     denoise(flux, 6, inputs=inputs, sigmas=partial)
-    denoise(flux, 10, inputs=inputs, sigmas=second)
-    assert decisions_of(cache) != ref_decisions
+    out = denoise(flux, 10, inputs=inputs, sigmas=second)
+    fresh_out, fresh_decisions = _fresh_run(steps=10, sigmas=second)
+    assert len(cache.stats()) == 2 and decisions_of(cache) == fresh_decisions
+    assert torch.equal(out, fresh_out)
 
 
 def test_refresh_keeps_configured_step_count(flux: FluxTransformer2DModel) -> None:
