@@ -130,6 +130,14 @@ class AutoIdentities:
             self._prune()
         return name
 
+    def alive(self, name: Hashable) -> bool:
+        """Whether the conditioning tensor of automatic branch ``name`` still exists (a branch whose tensor is gone
+        can never be called again). Names this object did not give (``"default"``, a user's) count as alive."""
+        for seen in self._seen.values():
+            if seen.name == name:
+                return seen.ref() is not None
+        return not (isinstance(name, str) and name.startswith("auto:") and name.count(":") >= 3)
+
     def _prune(self) -> None:
         for key in [k for k, v in self._seen.items() if v.ref() is None]:
             del self._seen[key]

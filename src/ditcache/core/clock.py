@@ -178,6 +178,15 @@ class StepClock:
         for branch, clk in self._clocks.items():
             self._end(branch, clk)
 
+    def forget(self, branches: Sequence[Hashable]) -> None:
+        """End the open generations of ``branches`` and stop tracking them (they will not be called again)."""
+        for branch in branches:
+            clk = self._clocks.pop(branch, None)
+            if clk is not None:
+                self._end(branch, clk)
+            if branch in self._run:
+                self._run.remove(branch)
+
     def advance(
         self,
         branch: Hashable,

@@ -6,8 +6,8 @@ new ``scheduler.timesteps`` tensor) before the denoising loop, and an img2img, i
 first ones with ``scheduler.set_begin_index(...)``. :class:`SchedulerSource` reads exactly that, at the first
 transformer call after it, without patching anything:
 
-* the *token* of a generation is the scheduler's ``timesteps`` tensor object: a new one means a new ``pipe(...)``
-  call, so the runtime ends every open generation and starts new ones (whatever timestep they start at);
+* the *token* of a generation is the scheduler's ``timesteps`` tensor object (held weakly): a new one means a new
+  ``pipe(...)`` call, so the runtime ends every open generation and starts new ones (whatever timestep they start at);
 * its *step count* is the number of calls the component gets in that run: ``len(timesteps) - begin_index``
   (Heun-style schedulers list a timestep twice and are counted as called); for a pipeline with a high-noise and a
   low-noise transformer (``boundary_ratio`` in the pipeline config, Wan 2.2), the timesteps on each side of the
@@ -66,7 +66,8 @@ class SchedulerSource:
     def __init__(self, pipe: Any, component: str) -> None:
         self._pipe = weakref.ref(pipe)
         self.component = component
-        self._token: torch.Tensor | None = None
+        self._timesteps: weakref.ref[torch.Tensor] | None = None  # weak: the scheduler owns them
+        self._run = 0
         self._steps: int | None = None
 
     def __call__(self) -> tuple[object, int | None] | None:
@@ -75,10 +76,11 @@ class SchedulerSource:
         timesteps = getattr(scheduler, "timesteps", None)
         if not isinstance(timesteps, torch.Tensor):
             return None  # no pipeline run set the timesteps: the transformer-level rules decide
-        if timesteps is not self._token:
-            self._token = timesteps
+        if self._timesteps is None or self._timesteps() is not timesteps:
+            self._timesteps = weakref.ref(timesteps)
+            self._run += 1
             self._steps = self._count(pipe, scheduler, timesteps)
-        return timesteps, self._steps
+        return self._run, self._steps
 
     def _count(self, pipe: Any, scheduler: Any, timesteps: torch.Tensor) -> int | None:
         begin = getattr(scheduler, "begin_index", None)

@@ -256,7 +256,7 @@ class CacheRuntime:
         if current is None:
             return
         token, num_steps = current
-        if token is not self._source_token:
+        if token != self._source_token:
             self._source_token = token
             self.clock.refresh(num_steps, driven=True)
             for mw in self._middlewares:
@@ -280,6 +280,12 @@ class CacheRuntime:
         tick = self.clock.advance(
             branch, _scalar(ctx.timestep), signature, step_hint, num_steps=given_steps, sample=sample
         )
+        if tick.started:
+            # An automatic branch whose prompt tensor is gone can never be called again: end its generation now,
+            # so that its tensors go with it instead of waiting for the branch bound to evict it.
+            gone = [b for b in self.clock.open_generations() if b != branch and not self.identities.alive(b)]
+            if gone:
+                self.clock.forget(gone)
         return ctx.evolve(
             branch=branch,
             role=tick.role,
