@@ -764,7 +764,8 @@ def test_decision_and_generation_events(ditcache_logs: Callable[[], list[dict[st
     model = make_flux()
     cache = apply_teacache_hook(model, {"rel_l1_thresh": 1.4, "coefficients": LINEAR, "num_inference_steps": 10})
     inputs = make_inputs(model)
-    for _ in range(2):
+    for _ in range(2):  # the config's count is an estimate; a refresh bounds the run, so it ends at its last step
+        ditcache.refresh(model, 10)
         denoise(model, 10, 3.0, inputs=inputs)
     events = ditcache_logs()
     decisions = [e for e in events if e["event"] == "cache.decision"]
@@ -804,10 +805,10 @@ def test_no_decision_events_above_debug(caplog: pytest.LogCaptureFixture, monkey
 def test_stats_are_consistent() -> None:
     model = make_flux()
     cache = apply_teacache_hook(model, {"rel_l1_thresh": 1.4, "coefficients": LINEAR})
-    ditcache.refresh(model, 12)
     inputs = make_inputs(model)
-    denoise(model, 12, 3.0, inputs=inputs)
-    denoise(model, 12, 3.0, inputs=inputs)
+    for _ in range(2):  # a refresh bounds each run to 12 steps: both end (into the history) at their last step
+        ditcache.refresh(model, 12)
+        denoise(model, 12, 3.0, inputs=inputs)
     stats = cache.stats()
     assert ditcache.cache_stats(model) == {"teacache": stats}
     assert len(stats) == 4

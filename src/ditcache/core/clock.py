@@ -100,11 +100,13 @@ class StepClock:
     A call starts a new generation for its branch when: the branch is new; :meth:`refresh` or :meth:`abort` was
     called since its last call; its bounded generation reached its step count; the hidden states changed shape,
     dtype or device (a new resolution, ``.to()``); a caller's step hint (diffusers'
-    ``cache_context(step_index=...)``) is 0 or goes back. Outside a bounded generation, the timestep also decides: a
-    timestep moving against the direction of the previous steps starts a new generation, and so does a repeated one
-    unless it is the first repeat after a move (Heun's second evaluation of a step, which continues the
-    generation as its next call). At most :attr:`max_branches` branches are tracked; the least recently used one
-    beyond that is evicted (its generation ends).
+    ``cache_context(step_index=...)``) is 0 or goes back. Without a hint, and except in generations the pipeline
+    entry point started (``driven``), the call's latent and timestep decide too: a call that passes again, unchanged,
+    the very latent its generation started from starts a new one (a retry from the same starting point); so does a
+    timestep moving against the direction of the previous steps, or a repeated one unless it is the first repeat
+    after a move (Heun's second evaluation of a step, which continues the generation as its next call). At most
+    :attr:`max_branches` branches are tracked; the least recently used one beyond that is evicted (its generation
+    ends).
 
     ``listeners`` is a live sequence (the runtime passes its list of caches): changes to it are seen by the next
     announcement.
