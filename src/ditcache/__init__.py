@@ -32,6 +32,7 @@ from ditcache.core.log import configure_logging
 from ditcache.core.runtime import apply_cache, cache_stats, get_cache_runtime, refresh, remove_cache
 from ditcache.core.version import VERSION
 from ditcache.models import MODEL_TABLE as _MODEL_TABLE
+from ditcache.pipeline import apply_cache_to_pipeline, remove_cache_from_pipeline
 
 __version__ = VERSION
 
@@ -49,6 +50,7 @@ __all__ = [
     "TeaCacheConfig",
     "__version__",
     "apply_cache",
+    "apply_cache_to_pipeline",
     "apply_dbcache_hook",
     "apply_magcache_hook",
     "apply_teacache_hook",
@@ -59,6 +61,7 @@ __all__ = [
     "refresh",
     "register_extractor",
     "remove_cache",
+    "remove_cache_from_pipeline",
 ]
 
 # Where the names that left the top level live now, for a helpful AttributeError.

@@ -432,12 +432,15 @@ def test_refresh_resets_what_the_timestep_cannot_tell(flux: FluxTransformer2DMod
     assert decisions_of(cache) == ref_decisions
     assert torch.equal(out, ref_out)
 
-    # Without refresh the second run continues the first generation (the test above can fail).
+    # Without refresh the second run is a new generation too: it starts from the latent the first one started from
+    # (not a continuation, although its timestep keeps decreasing); with no count given it equals a fresh run.
     ditcache.remove_cache(flux)
     cache = apply_teacache_hook(flux, GEN_CONFIG)
     denoise(flux, 6, inputs=inputs, sigmas=partial)
-    denoise(flux, 10, inputs=inputs, sigmas=second)
-    assert decisions_of(cache) != ref_decisions
+    out = denoise(flux, 10, inputs=inputs, sigmas=second)
+    fresh_out, fresh_decisions = _fresh_run(steps=10, sigmas=second)
+    assert len(cache.stats()) == 2 and decisions_of(cache) == fresh_decisions
+    assert torch.equal(out, fresh_out)
 
 
 def test_refresh_keeps_configured_step_count(flux: FluxTransformer2DModel) -> None:
@@ -766,7 +769,8 @@ def test_decision_and_generation_events(ditcache_logs: Callable[[], list[dict[st
     model = make_flux()
     cache = apply_teacache_hook(model, {"rel_l1_thresh": 1.4, "coefficients": LINEAR, "num_inference_steps": 10})
     inputs = make_inputs(model)
-    for _ in range(2):
+    for _ in range(2):  # the config's count is an estimate; a refresh bounds the run, so it ends at its last step
+        ditcache.refresh(model, 10)
         denoise(model, 10, 3.0, inputs=inputs)
     events = ditcache_logs()
     decisions = [e for e in events if e["event"] == "cache.decision"]
@@ -806,10 +810,10 @@ def test_no_decision_events_above_debug(caplog: pytest.LogCaptureFixture, monkey
 def test_stats_are_consistent() -> None:
     model = make_flux()
     cache = apply_teacache_hook(model, {"rel_l1_thresh": 1.4, "coefficients": LINEAR})
-    ditcache.refresh(model, 12)
     inputs = make_inputs(model)
-    denoise(model, 12, 3.0, inputs=inputs)
-    denoise(model, 12, 3.0, inputs=inputs)
+    for _ in range(2):  # a refresh bounds each run to 12 steps: both end (into the history) at their last step
+        ditcache.refresh(model, 12)
+        denoise(model, 12, 3.0, inputs=inputs)
     stats = cache.stats()
     assert ditcache.cache_stats(model) == {"teacache": stats}
     assert len(stats) == 4

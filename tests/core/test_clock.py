@@ -76,8 +76,8 @@ def test_automatic_roles_follow_the_order_of_each_run() -> None:
 def test_each_generation_starts_and_ends_exactly_once() -> None:
     rec = Recorder()
     clock = StepClock([rec])
-    clock.num_steps = 2
-    for _ in range(2):  # two generations of two steps, both branches
+    for _ in range(2):  # two generations of two steps, both branches, each bounded by a refresh
+        clock.refresh(2)
         for t in (1.0, 0.5):
             for br in ("cond", "uncond"):
                 tick = clock.advance(br, t, SIG)

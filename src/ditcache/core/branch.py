@@ -5,11 +5,15 @@ Cache state is kept per branch. The branch of a call is, in order of precedence:
 1. the name set by :func:`cfg_branch` around the call (``with ditcache.cfg_branch("uncond"): model(...)``);
 2. the name a diffusers pipeline sets with ``transformer.cache_context("cond" | "uncond")``; the runtime picks it up
    while a cache is applied (diffusers pipelines already wrap their denoiser calls this way);
-3. otherwise an automatic identity: the conditioning tensor the caller passed (the prompt embeddings). The cond and
-   uncond calls of a pipeline pass different tensors, so their states never mix, whatever the call order. This
-   identity costs nothing (no device sync) but relies on the caller reusing the same embedding tensor for every
-   step, which pipelines do; a caller that rebuilds it every step gets a fresh branch per step, which is safe (the
-   cache computes every step) but gives no speed-up: use :func:`cfg_branch` then.
+3. otherwise an automatic identity from the conditioning tensor the caller passed (the prompt embeddings),
+   :class:`AutoIdentities`: two calls share an automatic branch only when they pass the *same live tensor* (or
+   views of one) whose content was not written in place in between. The tensor's address, layout and version
+   counter are compared while a weak reference proves the first tensor is still alive, so an address the allocator
+   reuses for another tensor, or a buffer rewritten in place (``static.copy_(uncond)``), is a new branch. This costs
+   no device sync. Pipelines pass the same embeddings for every step, so each of their branches keeps its state; a
+   caller that rebuilds the embeddings every step gets a fresh branch per call, which is safe (the cache computes
+   every step) but gives no speed-up: name the branches with :func:`cfg_branch` then. A new pipeline call that
+   encodes its prompt again therefore also starts new branches.
 
 Never by call parity: parity breaks with three branches, CFG truncation, or CFG-parallel ranks.
 
@@ -22,13 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import weakref
 from collections.abc import Hashable, Iterator
 from typing import Literal
 
+import attrs
 import torch
 
 __all__ = [
     "ROLES",
+    "AutoIdentities",
     "Role",
     "auto_branch",
     "cfg_branch",
@@ -36,6 +43,7 @@ __all__ = [
     "is_auto_branch",
     "named_role",
     "role_of",
+    "tensor_version",
 ]
 
 Role = Literal["cond", "uncond"]
@@ -66,11 +74,75 @@ def current_branch() -> Hashable | None:
 
 
 def auto_branch(condition: torch.Tensor | None) -> Hashable:
-    """The automatic branch identity of a call from its raw conditioning tensor."""
+    """A one-off automatic branch name for ``condition`` from its address and shape (no liveness check).
+
+    The runtime uses :class:`AutoIdentities`, which also tells apart two tensors that reuse one address; this
+    function is kept for tests and tools that need a name in the automatic namespace.
+    """
     if condition is None:
         return "default"
     shape = "x".join(str(d) for d in condition.shape)
     return f"auto:{condition.device}:{condition.data_ptr():x}:{shape}"
+
+
+def tensor_version(t: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter (shared by its views); None for inference tensors, which have none."""
+    return None if t.is_inference() else int(t._version)
+
+
+@attrs.define
+class _Seen:
+    ref: weakref.ref[torch.Tensor]
+    version: int | None
+    name: str
+
+
+class AutoIdentities:
+    """Automatic branch names for the conditioning tensors of one runtime (see the module docstring, rule 3).
+
+    A call gets the name of the last call that passed a tensor with the same device, address, shape, strides and
+    dtype, provided that tensor (the base of a view, so per-call views of one base count as one) is still alive and
+    its version counter has not moved; otherwise a new name. Only weak references are kept, and at most
+    ``capacity`` entries (dead ones are dropped first).
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self._seen: dict[tuple[object, ...], _Seen] = {}
+        self._serial = 0
+
+    def branch(self, condition: torch.Tensor | None) -> Hashable:
+        """The automatic branch of a call whose conditioning tensor is ``condition`` (``"default"`` for None)."""
+        if condition is None:
+            return "default"
+        owner = condition._base if condition._base is not None else condition
+        key = (condition.device, condition.data_ptr(), tuple(condition.shape), condition.stride(), condition.dtype)
+        version = tensor_version(condition)
+        seen = self._seen.get(key)
+        if seen is not None and seen.ref() is owner and seen.version == version:
+            return seen.name
+        self._serial += 1
+        shape = "x".join(str(d) for d in condition.shape)
+        name = f"auto:{self._serial}:{condition.device}:{shape}"
+        self._seen.pop(key, None)
+        self._seen[key] = _Seen(weakref.ref(owner), version, name)
+        if len(self._seen) > self.capacity:
+            self._prune()
+        return name
+
+    def alive(self, name: Hashable) -> bool:
+        """Whether the conditioning tensor of automatic branch ``name`` still exists (a branch whose tensor is gone
+        can never be called again). Names this object did not give (``"default"``, a user's) count as alive."""
+        for seen in self._seen.values():
+            if seen.name == name:
+                return seen.ref() is not None
+        return not (isinstance(name, str) and name.startswith("auto:") and name.count(":") >= 3)
+
+    def _prune(self) -> None:
+        for key in [k for k, v in self._seen.items() if v.ref() is None]:
+            del self._seen[key]
+        while len(self._seen) > self.capacity:  # oldest first (dicts keep insertion order)
+            del self._seen[next(iter(self._seen))]
 
 
 def is_auto_branch(branch: Hashable) -> bool:

@@ -18,6 +18,8 @@ to attach and manage caches; the per-cache entry points (``apply_teacache_hook``
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -25,9 +27,9 @@ import torch
 from torch import nn
 
 from ditcache.core._compile import eager
-from ditcache.core.branch import auto_branch, current_branch
+from ditcache.core.branch import AutoIdentities, current_branch
 from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, insertion_index
-from ditcache.core.clock import StepClock
+from ditcache.core.clock import StepClock, check_max_branches
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.distributed import LOCAL, Reducer
 from ditcache.core.extractor import Extractor, get_extractor
@@ -47,6 +49,12 @@ __all__ = [
 
 RUNTIME_NAME = "ditcache.cache"
 _log = get_logger("ditcache.core.runtime")
+_ids = itertools.count()
+
+GenerationSource = Callable[[], "tuple[object, int | None] | None"]
+"""Says where the caller's generations start: returns ``(token, num_steps)`` for the generation in progress, or None
+when it does not know. A token that is not the previous one starts a new generation of ``num_steps`` calls per
+branch (:func:`ditcache.core.pipeline.attach_pipeline` reads a diffusers pipeline's scheduler this way)."""
 
 
 def _scalar(t: torch.Tensor | float | None) -> float | None:
@@ -61,7 +69,11 @@ def _scalar(t: torch.Tensor | float | None) -> float | None:
 
 
 class _CacheContextBridge:
-    """Shadows a diffusers model's ``cache_context`` so the pipeline's branch names reach the runtime."""
+    """Shadows a diffusers model's ``cache_context`` so the pipeline's branch names reach the runtime.
+
+    The name is kept in a context variable of the runtime, so it belongs to the thread or asyncio task that opened
+    the scope: another thread's or task's calls never see it.
+    """
 
     def __init__(self, runtime: CacheRuntime) -> None:
         self.runtime = runtime
@@ -70,26 +82,36 @@ class _CacheContextBridge:
     def __call__(self, name: str, **kwargs: Any) -> Iterator[None]:
         rt = self.runtime
         original = type(rt.module).cache_context  # type: ignore[attr-defined]
-        previous = rt.external_context
-        rt.external_context = (name, kwargs)
+        token = rt._external.set((name, kwargs))
         try:
             with original(rt.module, name, **kwargs):
                 yield
         finally:
-            rt.external_context = previous
+            rt._external.reset(token)
 
 
 class CacheRuntime:
     """The registry middleware that runs a module's cache stack. One per module; see the module docstring."""
 
-    def __init__(self, module: nn.Module, extractor: Extractor) -> None:
+    def __init__(self, module: nn.Module, extractor: Extractor, *, max_branches: int = 16) -> None:
         self.module = module
         self.extractor = extractor
         self._middlewares: list[CacheMiddleware[Any]] = []
-        self.clock = StepClock(self._middlewares)  # announces generation boundaries to the caches
-        self.external_context: tuple[str, dict[str, Any]] | None = None
+        # announces generation boundaries to the caches
+        self.clock = StepClock(self._middlewares, max_branches=max_branches)
+        self.identities = AutoIdentities()
+        self._external: contextvars.ContextVar[tuple[str, dict[str, Any]] | None] = contextvars.ContextVar(
+            f"ditcache_cache_context_{next(_ids)}", default=None
+        )
+        self.generation_source: GenerationSource | None = None
+        self._source_token: object = None
         self.reducer: Reducer = LOCAL
         self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
+
+    @property
+    def external_context(self) -> tuple[str, dict[str, Any]] | None:
+        """The ``cache_context`` scope (name, keyword arguments) open in the current thread or task, or None."""
+        return self._external.get()
 
     # ------------------------------------------------------------------ stack management
     @property
@@ -146,13 +168,16 @@ class CacheRuntime:
         return chain
 
     def __getstate__(self) -> dict[str, Any]:
-        # The chain's closures would survive copy.deepcopy and keep calling the original's middlewares.
+        # The chain's closures would survive copy.deepcopy and keep calling the original's middlewares; a context
+        # variable cannot be copied (the copy gets its own); the identities hold weak references.
         state = self.__dict__.copy()
-        del state["_chain"]
+        del state["_chain"], state["_external"], state["identities"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._external = contextvars.ContextVar(f"ditcache_cache_context_{next(_ids)}", default=None)
+        self.identities = AutoIdentities()
         self._chain = self._build_chain()
 
     def _rebuild(self) -> None:
@@ -160,7 +185,7 @@ class CacheRuntime:
         self._sync_bridge()
         # A change of the stack restarts every remaining cache from a clean state at the next call, so each behaves
         # exactly as if it had been applied alone from then on.
-        self.clock.refresh(self.clock.num_steps)
+        self.clock.refresh(self.clock.pending_steps)
         for mw in self._middlewares:
             mw.reset()
 
@@ -181,7 +206,8 @@ class CacheRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     def refresh(self, num_inference_steps: int | None = None) -> None:
-        """Start a new generation at the next call: reset every cache's state; set the step count if given."""
+        """Start a new generation at the next call: reset every cache's state. ``num_inference_steps`` is the
+        step count of that generation (each branch's next one); None leaves it to the default count."""
         if num_inference_steps is not None and (
             not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1
         ):
@@ -199,48 +225,84 @@ class CacheRuntime:
         if not self._middlewares:
             return call_next(call)
         module = call.module
-        with self.extractor.scope(module, call.kwargs) as kwargs:
-            ctx = self.extractor.extract(module, call.args, kwargs)
-            if not isinstance(ctx, CacheContext):
-                raise TypeError(
-                    f"extractor {self.extractor.name!r}: extract() must return a CacheContext, got {type(ctx).__name__}"
-                )
-            ctx.validate()
-            ctx = self._stamp(ctx)
-            result = self._chain(ctx)
-            self.clock.call_done(ctx.branch)
-            if isinstance(result, FinalOutput):
-                return result.value
-            hidden, encoder = result
-            return ctx.postprocess(hidden, encoder)
+        self._poll_source()
+        try:
+            with self.extractor.scope(module, call.kwargs) as kwargs:
+                ctx = self.extractor.extract(module, call.args, kwargs)
+                if not isinstance(ctx, CacheContext):
+                    raise TypeError(
+                        f"extractor {self.extractor.name!r}: extract() must return a CacheContext, "
+                        f"got {type(ctx).__name__}"
+                    )
+                ctx.validate()
+                ctx = self._stamp(ctx, _sample(call))
+                result = self._chain(ctx)
+                self.clock.call_done(ctx.branch)
+                if isinstance(result, FinalOutput):
+                    return result.value
+                hidden, encoder = result
+                return ctx.postprocess(hidden, encoder)
+        except BaseException:
+            # A failed call ends the run it belonged to: the caller's next call starts fresh generations, whatever
+            # timestep it starts at (an img2img start, a retry at a lower noise level).
+            self.clock.abort()
+            raise
 
-    def _stamp(self, ctx: CacheContext) -> CacheContext:
+    def _poll_source(self) -> None:
+        source = self.generation_source
+        if source is None:
+            return
+        current = source()
+        if current is None:
+            return
+        token, num_steps = current
+        if token != self._source_token:
+            self._source_token = token
+            self.clock.refresh(num_steps, driven=True)
+            for mw in self._middlewares:
+                mw.reset()
+
+    def _stamp(self, ctx: CacheContext, sample: torch.Tensor | None) -> CacheContext:
         branch = current_branch()
         step_hint: int | None = None
-        num_steps = self.clock.num_steps
-        if branch is None and self.external_context is not None:
-            name, kw = self.external_context
+        given_steps: int | None = None
+        external = self._external.get()
+        if branch is None and external is not None:
+            name, kw = external
             branch = name
             step_hint = kw.get("step_index")
-            if num_steps is None and kw.get("num_inference_steps") is not None:
-                num_steps = int(kw["num_inference_steps"])
-                self.clock.num_steps = num_steps
+            if kw.get("num_inference_steps") is not None:
+                given_steps = int(kw["num_inference_steps"])  # this run's count: it bounds this generation
         if branch is None:
-            branch = auto_branch(ctx.condition)
+            branch = self.identities.branch(ctx.condition)
         h = ctx.hidden_states
         signature = (tuple(h.shape), h.dtype, h.device)
-        tick = self.clock.advance(branch, _scalar(ctx.timestep), signature, step_hint)
+        tick = self.clock.advance(
+            branch, _scalar(ctx.timestep), signature, step_hint, num_steps=given_steps, sample=sample
+        )
+        if tick.started:
+            # An automatic branch whose prompt tensor is gone can never be called again: end its generation now,
+            # so that its tensors go with it instead of waiting for the branch bound to evict it.
+            gone = [b for b in self.clock.open_generations() if b != branch and not self.identities.alive(b)]
+            if gone:
+                self.clock.forget(gone)
         return ctx.evolve(
             branch=branch,
             role=tick.role,
             step=tick.step,
-            num_steps=num_steps,
+            num_steps=tick.num_steps,
             generation=tick.generation,
             reducer=self.reducer,
         )
 
     def __repr__(self) -> str:
         return f"CacheRuntime({self.extractor.name}, {[mw.name for mw in self._middlewares]})"
+
+
+def _sample(call: ForwardCall) -> torch.Tensor | None:
+    """The latent the caller passed (``hidden_states``, or the first positional argument), if it is a tensor."""
+    sample = call.kwargs.get("hidden_states", call.args[0] if call.args else None)
+    return sample if isinstance(sample, torch.Tensor) else None
 
 
 def _run_blocks(ctx: CacheContext) -> BlockOutput:
@@ -295,15 +357,23 @@ def apply_cache(
     *,
     extractor: Extractor | str | None = None,
     num_inference_steps: int | None = None,
+    max_branches: int | None = None,
 ) -> M:
     """Attach a cache middleware to ``module`` and return the middleware that is in effect.
 
     The module's extractor is looked up from its class unless ``extractor`` is given. Applying an equal cache
     twice is a no-op (the one already applied is returned); a different config under the same cache name is an
     error. Nothing is changed when an error is raised. ``num_inference_steps`` (a config's step count) becomes the
-    runtime's step count unless one is already known.
+    runtime's default step count unless one is already known. ``max_branches`` (default 16) bounds the CFG branches
+    the module tracks: beyond it the least recently used branch's generation ends and its tensors are dropped.
     """
+    if max_branches is not None:
+        check_max_branches(max_branches)
     applied = _apply(module, middleware, extractor)
+    if max_branches is not None:
+        runtime = get_cache_runtime(module)
+        assert runtime is not None
+        runtime.clock.max_branches = max_branches
     if num_inference_steps is not None and applied is middleware:
         runtime = get_cache_runtime(module)
         assert runtime is not None
