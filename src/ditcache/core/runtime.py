@@ -18,6 +18,7 @@ to attach and manage caches; the per-cache entry points (``apply_teacache_hook``
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -42,11 +43,14 @@ __all__ = [
     "get_cache_runtime",
     "refresh",
     "remove_cache",
+    "resolve_module",
     "set_reducer",
 ]
 
 RUNTIME_NAME = "ditcache.cache"
 _log = get_logger("ditcache.core.runtime")
+# The module each applied cache serves: a cache object keeps per-branch state for one module only.
+_OWNERS: weakref.WeakKeyDictionary[CacheMiddleware[Any], weakref.ref[nn.Module]] = weakref.WeakKeyDictionary()
 
 
 def _scalar(t: torch.Tensor | float | None) -> float | None:
@@ -116,6 +120,15 @@ class CacheRuntime:
                 f"{type(self.module).__name__} ({existing.config!r}); remove it first with "
                 f"ditcache.remove_cache(module, {middleware.name!r})"
             )
+        owner = _OWNERS.get(middleware)
+        other = owner() if owner is not None else None
+        if other is not None and other is not self.module and middleware in _applied(other):
+            raise ValueError(
+                f"middleware: this {middleware.name!r} cache is already applied to another module "
+                f"({type(other).__name__}); a cache object keeps one module's state, so the two would share it. "
+                f"Create a new cache for each module (e.g. call apply_{middleware.name}_hook once per module), or "
+                "remove it from the other module first"
+            )
         if middleware.level is not None:
             for mw in self._middlewares:
                 if mw.level == middleware.level:
@@ -127,6 +140,7 @@ class CacheRuntime:
                     )
         middleware.bind(self.module, len(self.extractor.block_modules(self.module)))
         self._middlewares.insert(insertion_index(self._middlewares, middleware), middleware)
+        _OWNERS[middleware] = weakref.ref(self.module)
         self._rebuild()
         return True
 
@@ -135,6 +149,7 @@ class CacheRuntime:
         mw = self.get(name)
         if mw is not None:
             self._middlewares.remove(mw)
+            _OWNERS.pop(mw, None)
             mw.reset()
             self._rebuild()
         return mw
@@ -266,8 +281,47 @@ def _link(
 
 
 # ---------------------------------------------------------------------- public functions
+def _applied(module: nn.Module) -> list[CacheMiddleware[Any]]:
+    runtime = get_cache_runtime(module)
+    return [] if runtime is None else runtime.middlewares
+
+
+def _unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The original module of a ``torch.compile``'d one (``OptimizedModule._orig_mod``); others unchanged.
+
+    Caches are applied to the original: the compiled wrapper calls through it, so its patched forward runs (the
+    runtime itself always runs eagerly)."""
+    original = getattr(module, "_orig_mod", None)
+    while isinstance(original, nn.Module):
+        module = original
+        original = getattr(module, "_orig_mod", None)
+    return module
+
+
+def resolve_module(module: object, extractor: Extractor | str | None = None) -> nn.Module:
+    """Check the ``module`` argument of an apply function and return the module the caches go on.
+
+    Raises TypeError for anything but an ``nn.Module``, :class:`~ditcache.core.extractor.ExtractorNotFoundError`
+    when no extractor serves it (before any cache-specific lookup, so that is the error a user sees), and ValueError
+    when diffusers' own cache (``enable_cache``) is on. A ``torch.compile``'d module resolves to its original."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    module = _unwrap_compiled(module)
+    if getattr(module, "_cache_config", None) is not None and hasattr(module, "disable_cache"):
+        raise ValueError(
+            f"module: diffusers' own cache is enabled on this {type(module).__name__} "
+            f"({type(module._cache_config).__name__}, from enable_cache); its hooks and ditcache's would both decide "
+            "per step. Call module.disable_cache() first, or use only one of them"
+        )
+    if extractor is None and get_cache_runtime(module) is None:
+        get_extractor(module)
+    return module
+
+
 def get_cache_runtime(module: nn.Module) -> CacheRuntime | None:
-    """The cache runtime installed on ``module``, or None."""
+    """The cache runtime installed on ``module`` (or on the original of a compiled module), or None."""
+    if isinstance(module, nn.Module):
+        module = _unwrap_compiled(module)
     reg = HookRegistry.get(module)
     if reg is None:
         return None
@@ -313,8 +367,7 @@ def apply_cache(
 
 
 def _apply(module: nn.Module, middleware: M, extractor: Extractor | str | None) -> M:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    module = resolve_module(module, extractor)
     if not isinstance(middleware, CacheMiddleware):
         raise TypeError(f"middleware: expected a CacheMiddleware, got {type(middleware).__name__}")
     runtime = get_cache_runtime(module)
@@ -344,6 +397,7 @@ def remove_cache(module: nn.Module, name: str | None = None) -> list[CacheMiddle
     runtime = get_cache_runtime(module)
     if runtime is None:
         return []
+    module = runtime.module
     names = [mw.name for mw in runtime.middlewares] if name is None else [name]
     removed = [mw for mw in (runtime.remove(n) for n in names) if mw is not None]
     if not runtime.middlewares:
