@@ -18,6 +18,7 @@ to attach and manage caches; the per-cache entry points (``apply_teacache_hook``
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -94,6 +95,7 @@ class CacheRuntime:
         self.external_context: tuple[str, dict[str, Any]] | None = None
         self.reducer: Reducer = LOCAL
         self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
+        self._busy = threading.RLock()  # one call at a time: the caches' per-branch state is not thread-safe
 
     # ------------------------------------------------------------------ stack management
     @property
@@ -163,12 +165,13 @@ class CacheRuntime:
     def __getstate__(self) -> dict[str, Any]:
         # The chain's closures would survive copy.deepcopy and keep calling the original's middlewares.
         state = self.__dict__.copy()
-        del state["_chain"]
+        del state["_chain"], state["_busy"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._chain = self._build_chain()
+        self._busy = threading.RLock()
 
     def _rebuild(self) -> None:
         self._chain = self._build_chain()
@@ -213,6 +216,18 @@ class CacheRuntime:
     def __call__(self, call: ForwardCall, call_next: CallNext) -> Any:
         if not self._middlewares:
             return call_next(call)
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                f"cache: this {type(self.module).__name__} is running a cached forward in another thread; a cached "
+                "model keeps per-generation state and serves one thread at a time. Use one model per thread, or "
+                "serialize the calls (e.g. with a lock around the pipeline call)"
+            )
+        try:
+            return self._call(call)
+        finally:
+            self._busy.release()
+
+    def _call(self, call: ForwardCall) -> Any:
         module = call.module
         with self.extractor.scope(module, call.kwargs) as kwargs:
             ctx = self.extractor.extract(module, call.args, kwargs)
@@ -244,7 +259,9 @@ class CacheRuntime:
             branch = auto_branch(ctx.condition)
         h = ctx.hidden_states
         signature = (tuple(h.shape), h.dtype, h.device)
-        tick = self.clock.advance(branch, _scalar(ctx.timestep), signature, step_hint)
+        # The timestep is read (a host sync) only when no step hint says where the loop is: the clock ignores it then.
+        timestep = _scalar(ctx.timestep) if step_hint is None else None
+        tick = self.clock.advance(branch, timestep, signature, step_hint)
         return ctx.evolve(
             branch=branch,
             role=tick.role,
