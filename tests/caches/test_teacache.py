@@ -26,7 +26,7 @@ from _support.logs import event_of
 from _support.probes import count_block_calls
 from _support.probes import step_decisions as decisions_of
 from ditcache import TeaCacheConfig, apply_teacache_hook
-from ditcache.core import HookRegistry
+from ditcache.core import ExtractorNotFoundError, HookRegistry
 from ditcache.core.validators import config_fields
 from ditcache.presets import TEACACHE_PRESETS
 from ditcache.presets.teacache import infer_teacache_model
@@ -745,8 +745,12 @@ def test_wan22_ti2v_has_no_coefficients() -> None:
 
 
 def test_unknown_module_without_coefficients_names_allowed_keys() -> None:
-    with pytest.raises(ValueError, match="model") as info:
+    # Applying to a module without an extractor reports the missing extractor first (issue 10 item 11) ...
+    with pytest.raises(ExtractorNotFoundError, match="no extractor is registered for Linear"):
         apply_teacache_hook(nn.Linear(4, 4))
+    # ... and resolving a config for a module no preset matches names the allowed keys.
+    with pytest.raises(ValueError, match="model") as info:
+        TeaCacheConfig().resolve(nn.Linear(4, 4))
     for key in TEACACHE_PRESETS:
         assert repr(key) in str(info.value)
     resolved = TeaCacheConfig(coefficients=LINEAR).resolve(nn.Linear(4, 4))  # explicit coefficients are enough

@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 import pytest
 
 import ditcache
-from ditcache.presets import TEACACHE_PRESETS
+from ditcache.presets import MAG_RATIO_PRESETS, TEACACHE_PRESETS
 from ditcache.tools.cli import main
 
 
@@ -38,6 +38,10 @@ def test_info_lists_extractors_and_presets(capsys: pytest.CaptureFixture[str]) -
     for key, preset in TEACACHE_PRESETS.items():
         assert key in out
         assert preset.source in out
+    assert "MagCache magnitude-ratio presets" in out
+    for key, mag in MAG_RATIO_PRESETS.items():
+        assert f"  {key}\n" in out
+        assert f"source: {mag.source}" in out
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
 from ditcache.core.log import get_logger
 from ditcache.core.metrics import residual_metrics
-from ditcache.core.runtime import apply_cache
+from ditcache.core.runtime import apply_cache, resolve_module
 from ditcache.core.validators import (
     StrictConfig,
     coerce_config,
@@ -409,5 +409,6 @@ def apply_magcache_hook(
     :meth:`~MagCache.schedule` what will be).
     """
     config = coerce_config(MagCacheConfig, cfg)
+    module = resolve_module(module, extractor)  # a non-module or a model without extractor fails first
     middleware = MagCache(config, config.resolve(module))
     return apply_cache(module, middleware, extractor=extractor, num_inference_steps=config.num_inference_steps)

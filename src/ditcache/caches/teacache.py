@@ -39,10 +39,10 @@ from ditcache.core._compile import eager
 from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
-from ditcache.core.extractor import Extractor
+from ditcache.core.extractor import Extractor, get_extractor
 from ditcache.core.log import get_logger
 from ditcache.core.metrics import rel_l1
-from ditcache.core.runtime import apply_cache
+from ditcache.core.runtime import apply_cache, get_cache_runtime, resolve_module
 from ditcache.core.validators import (
     StrictConfig,
     coerce_config,
@@ -467,5 +467,26 @@ def apply_teacache_hook(
     middleware in effect (its :meth:`~ditcache.core.cache.CacheMiddleware.stats` list what was skipped).
     """
     config = coerce_config(TeaCacheConfig, cfg)
-    middleware = TeaCache(config, config.resolve(module))
+    module = resolve_module(module, extractor)  # a non-module or a model without extractor fails first
+    resolved = config.resolve(module)
+    _check_indicator(resolved.indicator, module, extractor)
+    middleware = TeaCache(config, resolved)
     return apply_cache(module, middleware, extractor=extractor, num_inference_steps=config.num_inference_steps)
+
+
+def _check_indicator(key: str | None, module: nn.Module, extractor: Extractor | str | None) -> None:
+    """Refuse an ``indicator`` the extractor does not produce, when it declares its ``extra_states`` keys."""
+    if key is None:
+        return
+    runtime = get_cache_runtime(module)
+    if runtime is not None:
+        ext = runtime.extractor
+    elif isinstance(extractor, Extractor):
+        ext = extractor
+    else:
+        ext = get_extractor(module if extractor is None else extractor)
+    if ext.extra_state_keys is not None and key not in ext.extra_state_keys:
+        raise ValueError(
+            f"TeaCacheConfig.indicator: {key!r} is not an extra_states key of extractor {ext.name!r}; "
+            f"allowed: {sorted(ext.extra_state_keys)} (or None for the modulated input)"
+        )

@@ -61,6 +61,12 @@ def cfg_branch(name: Hashable) -> Iterator[None]:
     if name is None:
         raise ValueError("name: expected a hashable branch name such as 'cond' or 'uncond', got None")
     hash(name)  # fail early, with Python's own message, on an unhashable name
+    if is_auto_branch(name):
+        raise ValueError(
+            f"name: {name!r} is reserved for automatic branches (the name 'default' and names starting with "
+            "'auto:'); a branch given that name would take the role of an unnamed one. Choose another name, such "
+            "as 'cond', 'uncond' or 'negative'"
+        )
     token = _BRANCH.set(name)
     try:
         yield

@@ -80,11 +80,34 @@ class BlockStack:
     def __call__(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> BlockOutput:
         run = self.run_block
         for index in range(self.start, self.stop):
-            hidden_states, encoder_hidden_states = run(index, hidden_states, encoder_hidden_states)
+            out = run(index, hidden_states, encoder_hidden_states)
+            _check_block_output(index, out, hidden_states)
+            hidden_states, encoder_hidden_states = out
         return hidden_states, encoder_hidden_states
 
     def __repr__(self) -> str:
         return f"BlockStack([{self.start}:{self.stop}] of {len(self.all_modules)})"
+
+
+def _check_block_output(index: int, out: object, hidden_in: torch.Tensor) -> None:
+    """A block must return ``(hidden_states, encoder_hidden_states or None)`` with hidden_states' shape kept
+    (cached residuals are differences of the two). Costs a few attribute reads, no host sync."""
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(
+            f"CacheContext.blocks: block {index} returned {_tensor_desc(out)}; a block stack's run_block must return "
+            "(hidden_states, encoder_hidden_states or None)"
+        )
+    h, e = out
+    if not isinstance(h, torch.Tensor) or (e is not None and not isinstance(e, torch.Tensor)):
+        raise TypeError(
+            f"CacheContext.blocks: block {index} returned ({_tensor_desc(h)}, {_tensor_desc(e)}); expected "
+            "(torch.Tensor, torch.Tensor or None)"
+        )
+    if h.shape != hidden_in.shape:
+        raise ValueError(
+            f"CacheContext.blocks: block {index} returned hidden_states {_tensor_desc(h)}, but its input was "
+            f"{_tensor_desc(hidden_in)}; a block must keep the shape of hidden_states"
+        )
 
 
 def _tensor_desc(x: object) -> str:
@@ -214,10 +237,16 @@ class CacheContext:
         if isinstance(m, torch.Tensor):
             self._check_modulated(m)
         e = self.encoder_hidden_states
-        if e is not None and (e.ndim == 0 or e.shape[0] != batch):
+        if e is not None and (e.ndim == 0 or e.shape[0] not in (batch, 1)):
+            # batch 1 is broadcast by the blocks (a prompt shared by several images), as the model itself accepts
             raise ValueError(
-                f"CacheContext.encoder_hidden_states: batch size must equal hidden_states' ({batch}), "
-                f"got {_tensor_desc(e)}"
+                f"CacheContext.encoder_hidden_states: batch size must equal hidden_states' ({batch}) or be 1 "
+                f"(broadcast), got {_tensor_desc(e)}"
+            )
+        ts = self.timestep
+        if ts is not None and (isinstance(ts, bool) or not isinstance(ts, (torch.Tensor, int, float))):
+            raise TypeError(
+                f"CacheContext.timestep: expected a torch.Tensor, a number or None, got {type(ts).__name__}"
             )
         t = self.temb
         if t.ndim == 0 or t.shape[0] % batch != 0:

@@ -42,6 +42,11 @@ class Extractor(abc.ABC):
     #: Short name used in logs and errors.
     name: str = "extractor"
 
+    #: The keys :meth:`extract` puts in ``CacheContext.extra_states``, when declared (None: not declared). A
+    #: declaration lets configs that name a key (``TeaCacheConfig.indicator``) be checked when the cache is applied
+    #: instead of at the first forward. The built-in extractors do not declare theirs yet.
+    extra_state_keys: frozenset[str] | None = None
+
     @abc.abstractmethod
     def extract(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CacheContext:
         """Run the model's preprocessing for this call and describe the rest as a CacheContext."""

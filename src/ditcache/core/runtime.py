@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -44,6 +46,7 @@ __all__ = [
     "get_cache_runtime",
     "refresh",
     "remove_cache",
+    "resolve_module",
     "set_reducer",
 ]
 
@@ -55,6 +58,9 @@ GenerationSource = Callable[[], "tuple[object, int | None] | None"]
 """Says where the caller's generations start: returns ``(token, num_steps)`` for the generation in progress, or None
 when it does not know. A token that is not the previous one starts a new generation of ``num_steps`` calls per
 branch (:func:`ditcache.core.pipeline.attach_pipeline` reads a diffusers pipeline's scheduler this way)."""
+
+# The module each applied cache serves: a cache object keeps per-branch state for one module only.
+_OWNERS: weakref.WeakKeyDictionary[CacheMiddleware[Any], weakref.ref[nn.Module]] = weakref.WeakKeyDictionary()
 
 
 def _scalar(t: torch.Tensor | float | None) -> float | None:
@@ -107,6 +113,7 @@ class CacheRuntime:
         self._source_token: object = None
         self.reducer: Reducer = LOCAL
         self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
+        self._busy = threading.RLock()  # one call at a time: the caches' per-branch state is not thread-safe
 
     @property
     def external_context(self) -> tuple[str, dict[str, Any]] | None:
@@ -138,6 +145,15 @@ class CacheRuntime:
                 f"{type(self.module).__name__} ({existing.config!r}); remove it first with "
                 f"ditcache.remove_cache(module, {middleware.name!r})"
             )
+        owner = _OWNERS.get(middleware)
+        other = owner() if owner is not None else None
+        if other is not None and other is not self.module and middleware in _applied(other):
+            raise ValueError(
+                f"middleware: this {middleware.name!r} cache is already applied to another module "
+                f"({type(other).__name__}); a cache object keeps one module's state, so the two would share it. "
+                f"Create a new cache for each module (e.g. call apply_{middleware.name}_hook once per module), or "
+                "remove it from the other module first"
+            )
         if middleware.level is not None:
             for mw in self._middlewares:
                 if mw.level == middleware.level:
@@ -149,6 +165,7 @@ class CacheRuntime:
                     )
         middleware.bind(self.module, len(self.extractor.block_modules(self.module)))
         self._middlewares.insert(insertion_index(self._middlewares, middleware), middleware)
+        _OWNERS[middleware] = weakref.ref(self.module)
         self._rebuild()
         return True
 
@@ -157,6 +174,7 @@ class CacheRuntime:
         mw = self.get(name)
         if mw is not None:
             self._middlewares.remove(mw)
+            _OWNERS.pop(mw, None)
             mw.reset()
             self._rebuild()
         return mw
@@ -171,7 +189,7 @@ class CacheRuntime:
         # The chain's closures would survive copy.deepcopy and keep calling the original's middlewares; a context
         # variable cannot be copied (the copy gets its own); the identities hold weak references.
         state = self.__dict__.copy()
-        del state["_chain"], state["_external"], state["identities"]
+        del state["_chain"], state["_external"], state["identities"], state["_busy"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -179,6 +197,7 @@ class CacheRuntime:
         self._external = contextvars.ContextVar(f"ditcache_cache_context_{next(_ids)}", default=None)
         self.identities = AutoIdentities()
         self._chain = self._build_chain()
+        self._busy = threading.RLock()
 
     def _rebuild(self) -> None:
         self._chain = self._build_chain()
@@ -224,6 +243,18 @@ class CacheRuntime:
     def __call__(self, call: ForwardCall, call_next: CallNext) -> Any:
         if not self._middlewares:
             return call_next(call)
+        if not self._busy.acquire(blocking=False):
+            raise RuntimeError(
+                f"cache: this {type(self.module).__name__} is running a cached forward in another thread; a cached "
+                "model keeps per-generation state and serves one thread at a time. Use one model per thread, or "
+                "serialize the calls (e.g. with a lock around the pipeline call)"
+            )
+        try:
+            return self._call(call)
+        finally:
+            self._busy.release()
+
+    def _call(self, call: ForwardCall) -> Any:
         module = call.module
         self._poll_source()
         try:
@@ -277,9 +308,9 @@ class CacheRuntime:
             branch = self.identities.branch(ctx.condition)
         h = ctx.hidden_states
         signature = (tuple(h.shape), h.dtype, h.device)
-        tick = self.clock.advance(
-            branch, _scalar(ctx.timestep), signature, step_hint, num_steps=given_steps, sample=sample
-        )
+        # The timestep is read (a host sync) only when no step hint says where the loop is: the clock ignores it then.
+        timestep = _scalar(ctx.timestep) if step_hint is None else None
+        tick = self.clock.advance(branch, timestep, signature, step_hint, num_steps=given_steps, sample=sample)
         if tick.started:
             # An automatic branch whose prompt tensor is gone can never be called again: end its generation now,
             # so that its tensors go with it instead of waiting for the branch bound to evict it.
@@ -328,8 +359,47 @@ def _link(
 
 
 # ---------------------------------------------------------------------- public functions
+def _applied(module: nn.Module) -> list[CacheMiddleware[Any]]:
+    runtime = get_cache_runtime(module)
+    return [] if runtime is None else runtime.middlewares
+
+
+def _unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The original module of a ``torch.compile``'d one (``OptimizedModule._orig_mod``); others unchanged.
+
+    Caches are applied to the original: the compiled wrapper calls through it, so its patched forward runs (the
+    runtime itself always runs eagerly)."""
+    original = getattr(module, "_orig_mod", None)
+    while isinstance(original, nn.Module):
+        module = original
+        original = getattr(module, "_orig_mod", None)
+    return module
+
+
+def resolve_module(module: object, extractor: Extractor | str | None = None) -> nn.Module:
+    """Check the ``module`` argument of an apply function and return the module the caches go on.
+
+    Raises TypeError for anything but an ``nn.Module``, :class:`~ditcache.core.extractor.ExtractorNotFoundError`
+    when no extractor serves it (before any cache-specific lookup, so that is the error a user sees), and ValueError
+    when diffusers' own cache (``enable_cache``) is on. A ``torch.compile``'d module resolves to its original."""
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    module = _unwrap_compiled(module)
+    if getattr(module, "_cache_config", None) is not None and hasattr(module, "disable_cache"):
+        raise ValueError(
+            f"module: diffusers' own cache is enabled on this {type(module).__name__} "
+            f"({type(module._cache_config).__name__}, from enable_cache); its hooks and ditcache's would both decide "
+            "per step. Call module.disable_cache() first, or use only one of them"
+        )
+    if extractor is None and get_cache_runtime(module) is None:
+        get_extractor(module)
+    return module
+
+
 def get_cache_runtime(module: nn.Module) -> CacheRuntime | None:
-    """The cache runtime installed on ``module``, or None."""
+    """The cache runtime installed on ``module`` (or on the original of a compiled module), or None."""
+    if isinstance(module, nn.Module):
+        module = _unwrap_compiled(module)
     reg = HookRegistry.get(module)
     if reg is None:
         return None
@@ -383,8 +453,7 @@ def apply_cache(
 
 
 def _apply(module: nn.Module, middleware: M, extractor: Extractor | str | None) -> M:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    module = resolve_module(module, extractor)
     if not isinstance(middleware, CacheMiddleware):
         raise TypeError(f"middleware: expected a CacheMiddleware, got {type(middleware).__name__}")
     runtime = get_cache_runtime(module)
@@ -414,6 +483,7 @@ def remove_cache(module: nn.Module, name: str | None = None) -> list[CacheMiddle
     runtime = get_cache_runtime(module)
     if runtime is None:
         return []
+    module = runtime.module
     names = [mw.name for mw in runtime.middlewares] if name is None else [name]
     removed = [mw for mw in (runtime.remove(n) for n in names) if mw is not None]
     if not runtime.middlewares:

@@ -69,6 +69,7 @@ def extract(
     )
     encoder_hidden_states = self.context_embedder(encoder_hidden_states)
 
+    raw_ids = (txt_ids, img_ids)  # the caller's tensors (the same objects every step): the RoPE memo's key
     if txt_ids.ndim == 3:
         transformer_flux.logger.warning(
             "Passing `txt_ids` 3d torch.Tensor is deprecated."
@@ -82,8 +83,7 @@ def extract(
         )
         img_ids = img_ids[0]
 
-    ids = torch.cat((txt_ids, img_ids), dim=0)
-    image_rotary_emb = _ROPE.get(self, ids)
+    image_rotary_emb = _ROPE.get(self, raw_ids, torch.cat((txt_ids, img_ids), dim=0))
 
     if joint_attention_kwargs is not None and "ip_adapter_image_embeds" in joint_attention_kwargs:
         ip_adapter_image_embeds = joint_attention_kwargs.pop("ip_adapter_image_embeds")
@@ -129,31 +129,82 @@ def extract(
 
 
 class _RopeCache:
-    """The last rotary embedding of each module, reused while the position ids are equal.
+    """The last rotary embedding of each module, reused while its inputs are provably unchanged.
 
-    The ids of a denoising run are the same at every step (they depend on the resolution only), so recomputing the
-    embedding every call is pure overhead (~0.1 ms here, a large share of a skipped step's cost on a small model).
-    Reuse is keyed on the ids' *values* (``torch.equal``), so the result is the one ``pos_embed`` would return.
+    The position ids of a denoising run are the same tensors at every step (pipelines build them once per run), so
+    recomputing the embedding every call is pure overhead (~0.1 ms here, a large share of a skipped step's cost on
+    a small model). Reuse is keyed without reading any tensor value (no host sync): on the identity and in-place
+    version counter of the ``txt_ids`` and ``img_ids`` tensors (the memo holds them, so an identity is never reused
+    by another tensor), and on the embedder itself: the ``pos_embed`` object, its class's ``forward`` and its plain
+    attributes (``theta``, ``axes_dim``, a ``forward`` patched on the instance, ...), its parameters and buffers by
+    identity and version. Anything else (grad mode, inference tensors, which have no version counter) recomputes.
     """
 
     def __init__(self) -> None:
-        self._last: weakref.WeakKeyDictionary[nn.Module, tuple[torch.Tensor, Any]] = weakref.WeakKeyDictionary()
+        self._last: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
 
-    def get(self, module: Any, ids: torch.Tensor) -> Any:
+    def get(self, module: Any, raw_ids: tuple[torch.Tensor, torch.Tensor], ids: torch.Tensor) -> Any:
+        """The embedding of ``ids`` (``raw_ids``: the caller's ``txt_ids`` and ``img_ids``, the memo's key)."""
+        key = None if torch.is_grad_enabled() else _rope_key(module.pos_embed, *raw_ids)
         hit = self._last.get(module)
-        if (
-            hit is not None
-            and hit[0].shape == ids.shape
-            and hit[0].dtype == ids.dtype
-            and hit[0].device == ids.device
-            and torch.equal(hit[0], ids)
-            and not torch.is_grad_enabled()
-        ):
+        if key is not None and hit is not None and _same_key(hit[0], key):
             return hit[1]
         rotary = module.pos_embed(ids)
-        if not torch.is_grad_enabled():
-            self._last[module] = (ids, rotary)
+        if key is not None:
+            self._last[module] = (key, rotary)
+        else:
+            self._last.pop(module, None)
         return rotary
+
+
+def _tensor_key(t: torch.Tensor) -> tuple[Any, ...] | None:
+    if t.is_inference():  # no version counter: an in-place change could not be seen
+        return None
+    return (t, t._version, t.shape, t.dtype, t.device)
+
+
+def _rope_key(embedder: Any, txt_ids: torch.Tensor, img_ids: torch.Tensor) -> tuple[Any, ...] | None:
+    tensors = [txt_ids, img_ids]
+    attributes: list[tuple[str, Any]] = []
+    if isinstance(embedder, nn.Module):
+        tensors += [p for p in embedder.parameters()] + [b for b in embedder.buffers()]
+    for name, value in sorted(vars(embedder).items()):
+        if name.startswith("_"):  # nn.Module's bookkeeping (hooks, parameters and buffers are keyed above)
+            continue
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+        elif isinstance(value, (list, tuple)):
+            attributes.append((name, tuple(value)))
+        else:
+            attributes.append((name, value))
+    keys = [_tensor_key(t) for t in tensors]
+    if any(k is None for k in keys):
+        return None
+    return (embedder, type(embedder).forward, tuple(attributes), tuple(keys))
+
+
+def _same_key(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Compare two memo keys without ever comparing tensors by value (identity only, so no host sync)."""
+    if a[0] is not b[0] or a[1] is not b[1] or len(a[3]) != len(b[3]):
+        return False
+    for ka, kb in zip(a[3], b[3], strict=True):
+        if ka[0] is not kb[0] or ka[1:] != kb[1:]:
+            return False
+    attrs_a, attrs_b = a[2], b[2]
+    if len(attrs_a) != len(attrs_b):
+        return False
+    for (na, va), (nb, vb) in zip(attrs_a, attrs_b, strict=True):
+        if na != nb or not _same_value(va, vb):
+            return False
+    return True
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, (bool, int, float, str, type(None))) and isinstance(b, (bool, int, float, str, type(None))):
+        return type(a) is type(b) and a == b
+    return a is b  # anything else (a patched forward, an object): the same object
 
 
 _ROPE = _RopeCache()

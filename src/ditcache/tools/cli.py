@@ -10,7 +10,7 @@ Commands (``ditcache COMMAND --help`` for their options)::
 and blocks computed, speed-ups and errors against the uncached samples, and writes sample and decision plots.
 ``bench`` (:mod:`ditcache.tools.bench`) sweeps ditcache's caches and the peers' (diffusers, cache-dit) on that model and
 writes JSON results and plots. ``info`` lists the models with a registered extractor and the TeaCache coefficient
-presets with their sources.
+presets and the MagCache ratio presets with their sources.
 
 :func:`main` returns the exit status (0: success, 2: bad arguments) instead of exiting, so it can be called
 from Python; the ``ditcache`` script and ``python -m ditcache`` exit with it.
@@ -56,8 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser(
         "info",
-        help="list the models with a registered extractor and the TeaCache presets",
-        description="List the models with a registered extractor and the TeaCache coefficient presets.",
+        help="list the models with a registered extractor and the TeaCache and MagCache presets",
+        description=(
+            "List the models with a registered extractor, the TeaCache coefficient presets and the MagCache "
+            "magnitude-ratio presets, with their sources."
+        ),
     )
     info.set_defaults(handler=_cmd_info)
 
@@ -91,7 +94,25 @@ def _cmd_info(args: argparse.Namespace, console: Console) -> int:
         thresholds = ", ".join(f"{t:g}" for t in preset.recommended_thresholds) or "none published"
         presets.add_row(key, f"{settings}\nrecommended thresholds: {thresholds}\nsource: {preset.source}")
     console.print(presets, highlight=False)
+    console.print()
+    _print_magcache_presets(console)
     return 0
+
+
+def _print_magcache_presets(console: Console) -> None:
+    from ditcache.presets.magcache import MAG_RATIO_PRESETS
+
+    console.print("[bold]MagCache magnitude-ratio presets[/bold]")
+    for key, preset in MAG_RATIO_PRESETS.items():
+        curves = "cond and uncond (interleaved)" if preset.interleaved else "one curve"
+        console.print(f"  {key}", highlight=False)
+        console.print(
+            f"    {preset.num_steps} steps, {curves}; threshold {preset.threshold:g}, at most "
+            f"{preset.max_skip_steps} skips in a row, retention {preset.retention_ratio:g}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        console.print(f"    source: {preset.source}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------ entry point
