@@ -144,7 +144,10 @@ def _skipping(cache: str, threshold: float) -> Any:
         return ditcache.TeaCacheConfig(rel_l1_thresh=threshold, coefficients=RAW, warmup_steps=0)
     if cache == "magcache":
         return ditcache.MagCacheConfig(
-            mag_ratios=(1.0, 0.99, 0.99, 0.98, 0.97, 0.95), threshold=0.5, retention_ratio=0.0, num_inference_steps=STEPS
+            mag_ratios=(1.0, 0.99, 0.99, 0.98, 0.97, 0.95),
+            threshold=0.5,
+            retention_ratio=0.0,
+            num_inference_steps=STEPS,
         )
     return ditcache.DBCacheConfig(fn_compute_blocks=1, residual_diff_threshold=threshold, max_warmup_steps=0)
 
