@@ -33,7 +33,7 @@ from ditcache.core.distributed import (
     rel_l1,
     residual_metrics,
 )
-from ditcache.core.parallel import AgreedBranches
+from ditcache.core.parallel import AgreedBranches, ContextParallel
 
 
 def test_local_reducer_is_the_identity_and_rel_l1_matches_metrics() -> None:
@@ -156,3 +156,33 @@ def test_set_reducer_none_restores_detection() -> None:
     denoise(model, 1, inputs=make_inputs(model))
     assert spy.reducers == [LOCAL]  # no context parallelism on this model: the local reducer
     ditcache.remove_cache(model)
+
+
+class _FakeSplitHook:
+    """Stands for diffusers' ContextParallelSplitHook: ditcache reads only its ``metadata``."""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+
+class _FakeRegistry:
+    def __init__(self, **hooks: Any) -> None:
+        self.hooks = hooks
+
+
+def test_a_stream_split_after_the_first_block_is_rejected() -> None:
+    blocks = [torch.nn.Linear(2, 2) for _ in range(3)]
+    top = torch.nn.Module()
+    blocks[1]._diffusers_hook = _FakeRegistry(**{"cp_input---blocks.1": _FakeSplitHook({"hidden_states": 1})})
+    with pytest.raises(ValueError, match=r"splits \['hidden_states'\] at block 1; .* first block only"):
+        ContextParallel(top, blocks)
+    blocks[1]._diffusers_hook = _FakeRegistry(**{"cp_input---blocks.*": _FakeSplitHook({"modulate_index": 1})})
+    blocks[0]._diffusers_hook = _FakeRegistry(
+        **{"cp_input---blocks.0": _FakeSplitHook({"hidden_states": 1, "encoder_hidden_states": 1, "mask": 2})}
+    )
+    cp = ContextParallel(top, blocks)
+    assert sorted(cp.stream_plan) == ["encoder_hidden_states", "hidden_states"]
+    hook = cp.stream_hook
+    with cp.bypass():  # while the stack runs, the first block's hook splits only the other inputs
+        assert hook.metadata == {"mask": 2}
+    assert hook.metadata == {"hidden_states": 1, "encoder_hidden_states": 1, "mask": 2}
