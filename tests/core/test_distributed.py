@@ -23,8 +23,17 @@ import ditcache
 from _support.flux import denoise, make_flux, make_inputs
 from _support.ranks import rank_main
 from ditcache.core import metrics
+from ditcache.core.branch import is_auto_branch
 from ditcache.core.cache import CacheMiddleware
-from ditcache.core.distributed import LOCAL, LocalReducer, ProcessGroupReducer, Reducer, rel_l1
+from ditcache.core.distributed import (
+    LOCAL,
+    LocalReducer,
+    ProcessGroupReducer,
+    Reducer,
+    rel_l1,
+    residual_metrics,
+)
+from ditcache.core.parallel import AgreedBranches, ContextParallel
 
 
 def test_local_reducer_is_the_identity_and_rel_l1_matches_metrics() -> None:
@@ -97,3 +106,83 @@ def test_process_group_reducer_gives_every_rank_the_sum(tmp_path: Path) -> None:
     assert r0["reduced_rel_l1"] == pytest.approx(r0["full_rel_l1"], rel=1e-6)  # ... from the full sequence
     with pytest.raises(RuntimeError, match=r"torch\.distributed is not initialised"):
         ProcessGroupReducer().sum(torch.ones(2))
+
+
+class OtherRank:
+    """A fake two-rank group: the other rank sends ``other`` (the same shape as the local partial sums)."""
+
+    is_local = False
+
+    def __init__(self, other: list[float]) -> None:
+        self.other = other
+
+    def sum(self, partial: torch.Tensor) -> torch.Tensor:
+        return partial + torch.tensor(self.other, dtype=partial.dtype)
+
+
+def test_reduced_residual_metrics_match_the_full_sequence() -> None:
+    torch.manual_seed(0)
+    prev, cur = torch.randn(2, 16, 8), torch.randn(2, 16, 8)
+    assert residual_metrics(cur, prev) == metrics.residual_metrics(cur, prev)  # local: the metrics themselves
+    full = metrics.residual_metrics(cur, prev)
+    half = residual_metrics(cur[:, :8], prev[:, :8])
+    assert half != pytest.approx(full)  # one shard alone gives other numbers
+    # the other rank's four sums (ratio, ratio^2, cosine distance, count) over the other half of the tokens
+    c, p = cur[:, 8:].float(), prev[:, 8:].float()
+    r = (torch.linalg.vector_norm(c, dim=-1) / torch.linalg.vector_norm(p, dim=-1)).double()
+    cos = (1.0 - torch.nn.functional.cosine_similarity(c, p, dim=-1, eps=1e-8)).double()
+    other = [float(r.sum()), float((r * r).sum()), float(cos.sum()), float(r.numel())]
+    assert residual_metrics(cur[:, :8], prev[:, :8], OtherRank(other)) == pytest.approx(full, rel=1e-5)
+
+
+def test_agreed_branches_name_opposite_local_identities_alike() -> None:
+    device = torch.device("cpu")
+    assert AgreedBranches().agree("auto:x", LOCAL, device) == "auto:x"
+    assert AgreedBranches().agree("default", OtherRank([0.0, 0.0]), device) == "default"
+    # rank A sees its identity for the first time (number 0); rank B saw another one before (number 1)
+    a = AgreedBranches().agree("auto:cpu:aa:1x6", OtherRank([1.0, 1.0]), device)
+    b_branches = AgreedBranches()
+    b_branches.agree("auto:cpu:bb:1x6", OtherRank([0.0, 0.0]), device)
+    b = b_branches.agree("auto:cpu:cc:1x6", OtherRank([0.0, 0.0]), device)
+    assert a == b == "auto:agreed:1:1"
+    assert is_auto_branch(a)  # an automatic branch: its role still comes from its order in the run
+
+
+def test_set_reducer_none_restores_detection() -> None:
+    model = make_flux()
+    spy = ditcache.apply_cache(model, Spy())
+    ditcache.core.set_reducer(model, Doubling())
+    ditcache.core.set_reducer(model, None)
+    denoise(model, 1, inputs=make_inputs(model))
+    assert spy.reducers == [LOCAL]  # no context parallelism on this model: the local reducer
+    ditcache.remove_cache(model)
+
+
+class _FakeSplitHook:
+    """Stands for diffusers' ContextParallelSplitHook: ditcache reads only its ``metadata``."""
+
+    def __init__(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+
+
+class _FakeRegistry:
+    def __init__(self, **hooks: Any) -> None:
+        self.hooks = hooks
+
+
+def test_a_stream_split_after_the_first_block_is_rejected() -> None:
+    blocks = [torch.nn.Linear(2, 2) for _ in range(3)]
+    top = torch.nn.Module()
+    blocks[1]._diffusers_hook = _FakeRegistry(**{"cp_input---blocks.1": _FakeSplitHook({"hidden_states": 1})})
+    with pytest.raises(ValueError, match=r"splits \['hidden_states'\] at block 1; .* first block only"):
+        ContextParallel(top, blocks)
+    blocks[1]._diffusers_hook = _FakeRegistry(**{"cp_input---blocks.*": _FakeSplitHook({"modulate_index": 1})})
+    blocks[0]._diffusers_hook = _FakeRegistry(
+        **{"cp_input---blocks.0": _FakeSplitHook({"hidden_states": 1, "encoder_hidden_states": 1, "mask": 2})}
+    )
+    cp = ContextParallel(top, blocks)
+    assert sorted(cp.stream_plan) == ["encoder_hidden_states", "hidden_states"]
+    hook = cp.stream_hook
+    with cp.bypass():  # while the stack runs, the first block's hook splits only the other inputs
+        assert hook.metadata == {"mask": 2}
+    assert hook.metadata == {"hidden_states": 1, "encoder_hidden_states": 1, "mask": 2}

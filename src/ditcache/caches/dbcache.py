@@ -45,8 +45,8 @@ from ditcache.caches.taylorseer import FORECAST_METHODS
 from ditcache.core._compile import eager
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks
 from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.distributed import rel_l1
 from ditcache.core.extractor import Extractor
-from ditcache.core.metrics import rel_l1
 from ditcache.core.runtime import apply_cache
 from ditcache.core.validators import (
     StrictConfig,
@@ -285,7 +285,7 @@ class DBCache(CacheMiddleware[_DBState]):
             return (True, None, "threshold_always") if has_cache else (False, None, "shape_changed")
         if not has_cache:
             return False, None, "shape_changed"
-        diff = rel_l1(fn_residual, state.fn_residual)
+        diff = rel_l1(fn_residual, state.fn_residual, ctx.reducer)
         if diff > 0.0:
             state.accumulated_diff += diff
         return diff < threshold, diff, "diff"

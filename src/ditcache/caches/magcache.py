@@ -368,7 +368,7 @@ class MagCache(CacheMiddleware[_MagState]):
         h_in = ctx.hidden_states
         hidden, encoder = call_next(ctx)
         residual = hidden - h_in
-        ratio, std, cos = self._calibration.measure(ctx.branch, residual, state.calibration_residual)
+        ratio, std, cos = self._calibration.measure(ctx.branch, residual, state.calibration_residual, ctx.reducer)
         state.calibration_residual = residual
         self.record(ctx, True, role=state.role, ratio=ratio, std=std, cosine_distance=cos)
         return hidden, encoder

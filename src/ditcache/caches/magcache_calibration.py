@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import torch
 
-from ditcache.core.metrics import residual_metrics
+from ditcache.core.distributed import LOCAL, Reducer, residual_metrics
 from ditcache.profiles import Profile
 
 __all__ = ["CalibrationRecord", "MagCacheCalibration"]
@@ -47,14 +47,16 @@ class MagCacheCalibration:
         records[branch] = CalibrationRecord(branch=str(branch), role=role)
 
     def measure(
-        self, branch: Hashable, residual: torch.Tensor, previous: torch.Tensor | None
+        self, branch: Hashable, residual: torch.Tensor, previous: torch.Tensor | None, reducer: Reducer = LOCAL
     ) -> tuple[float, float, float]:
         """Record the metrics of ``residual`` against the branch's previous one; returns ``(ratio, std, cos)``
-        (the padding ``(1.0, 0.0, 0.0)`` when there is no previous residual of that shape). One host sync."""
+        (the padding ``(1.0, 0.0, 0.0)`` when there is no previous residual of that shape). One host sync.
+        ``reducer`` sums the per-token sums over the ranks sharing the sequence (``ctx.reducer``), so every rank
+        records the full-sequence metrics."""
         if previous is None or previous.shape != residual.shape:
             ratio, std, cos = 1.0, 0.0, 0.0  # the padding entry: no ratio for the first step
         else:
-            ratio, std, cos = residual_metrics(residual, previous)
+            ratio, std, cos = residual_metrics(residual, previous, reducer)
         record = self.records.get(branch)
         if record is not None:
             record.ratios.append(ratio)

@@ -39,9 +39,9 @@ from ditcache.core._compile import eager
 from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.distributed import rel_l1
 from ditcache.core.extractor import Extractor, get_extractor
 from ditcache.core.log import get_logger
-from ditcache.core.metrics import rel_l1
 from ditcache.core.runtime import apply_cache, get_cache_runtime, resolve_module
 from ditcache.core.validators import (
     StrictConfig,
@@ -430,7 +430,7 @@ class TeaCache(CacheMiddleware[_TeaState]):
         )
         if forced or state.previous_indicator is None:
             return False, 0.0, None
-        distance = rel_l1(indicator, state.previous_indicator)
+        distance = rel_l1(indicator, state.previous_indicator, ctx.reducer)
         role = ctx.role if r.branch_coefficients else None
         accumulated = state.accumulated + r.rescale(distance, role)
         skip = accumulated < r.thresh and (

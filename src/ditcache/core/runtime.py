@@ -7,7 +7,10 @@
    LoRA scaling) and validates it;
 2. stamps it with the CFG branch, its role, the step index within the branch's generation, the step count, the
    generation counter (:class:`~ditcache.core.clock.StepClock`, which also announces generation boundaries to the
-   caches) and the reducer that makes decisions agree across ranks (:mod:`ditcache.core.distributed`);
+   caches) and the reducer that makes decisions agree across ranks (:mod:`ditcache.core.distributed`): the one
+   given with :func:`set_reducer`, else the context-parallel group diffusers' ``enable_parallelism`` set up on the
+   model, else the local one. Under diffusers' context parallelism the runtime also splits the inputs and streams
+   where diffusers' split hooks expect them (:mod:`ditcache.core.parallel`);
 3. runs the ordered stack of cache middlewares; the innermost step runs the blocks;
 4. applies the postprocess to the blocks' output and returns the model's result.
 
@@ -33,10 +36,11 @@ from ditcache.core.branch import AutoIdentities, current_branch
 from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, insertion_index
 from ditcache.core.clock import StepClock, check_max_branches
 from ditcache.core.context import BlockOutput, CacheContext
-from ditcache.core.distributed import LOCAL, Reducer
+from ditcache.core.distributed import Reducer
 from ditcache.core.extractor import Extractor, get_extractor
 from ditcache.core.hooks import CallNext, ForwardCall, HookRegistry
 from ditcache.core.log import get_logger
+from ditcache.core.parallel import AgreedBranches, ContextParallel, detect_reducer
 
 __all__ = [
     "RUNTIME_NAME",
@@ -111,7 +115,9 @@ class CacheRuntime:
         )
         self.generation_source: GenerationSource | None = None
         self._source_token: object = None
-        self.reducer: Reducer = LOCAL
+        self.reducer: Reducer | None = None  # given with set_reducer; None: detected per call
+        self._branches = AgreedBranches()
+        self._parallel: tuple[Any, ContextParallel | None, Reducer] | None = None  # (config, plan, reducer)
         self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
         self._busy = threading.RLock()  # one call at a time: the caches' per-branch state is not thread-safe
 
@@ -190,6 +196,7 @@ class CacheRuntime:
         # variable cannot be copied (the copy gets its own); the identities hold weak references.
         state = self.__dict__.copy()
         del state["_chain"], state["_external"], state["identities"], state["_busy"]
+        state["_parallel"] = None  # holds a process group; detected again on the copy
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -257,9 +264,14 @@ class CacheRuntime:
     def _call(self, call: ForwardCall) -> Any:
         module = call.module
         self._poll_source()
+        cp = self._context_parallel(module)
         try:
             with self.extractor.scope(module, call.kwargs) as kwargs:
-                ctx = self.extractor.extract(module, call.args, kwargs)
+                args = call.args
+                if cp is not None:
+                    reg = HookRegistry.get(module)
+                    args, kwargs = cp.split_inputs(module, args, kwargs, None if reg is None else reg._installed)
+                ctx = self.extractor.extract(module, args, kwargs)
                 if not isinstance(ctx, CacheContext):
                     raise TypeError(
                         f"extractor {self.extractor.name!r}: extract() must return a CacheContext, "
@@ -267,7 +279,12 @@ class CacheRuntime:
                     )
                 ctx.validate()
                 ctx = self._stamp(ctx, _sample(call))
-                result = self._chain(ctx)
+                if cp is None:
+                    result = self._chain(ctx)
+                else:
+                    ctx = cp.split_streams(ctx)
+                    with cp.bypass():
+                        result = self._chain(ctx)
                 self.clock.call_done(ctx.branch)
                 if isinstance(result, FinalOutput):
                     return result.value
@@ -304,8 +321,9 @@ class CacheRuntime:
             step_hint = kw.get("step_index")
             if kw.get("num_inference_steps") is not None:
                 given_steps = int(kw["num_inference_steps"])  # this run's count: it bounds this generation
+        reducer = self.effective_reducer()
         if branch is None:
-            branch = self.identities.branch(ctx.condition)
+            branch = self._branches.agree(self.identities.branch(ctx.condition), reducer, ctx.hidden_states.device)
         h = ctx.hidden_states
         signature = (tuple(h.shape), h.dtype, h.device)
         # The timestep is read (a host sync) only when no step hint says where the loop is: the clock ignores it then.
@@ -323,8 +341,29 @@ class CacheRuntime:
             step=tick.step,
             num_steps=tick.num_steps,
             generation=tick.generation,
-            reducer=self.reducer,
+            reducer=reducer,
         )
+
+    # ------------------------------------------------------------------ sequence parallelism
+    def _context_parallel(self, module: nn.Module) -> ContextParallel | None:
+        """diffusers' context-parallel hooks of ``module`` (None when it is not enabled), re-read when its
+        parallel config changes."""
+        config = getattr(module, "_parallel_config", None)
+        cached = self._parallel
+        if cached is None or cached[0] is not config:
+            cp_enabled = config is not None and getattr(config, "context_parallel_config", None) is not None
+            plan = ContextParallel(module, self.extractor.block_modules(module)) if cp_enabled else None
+            cached = self._parallel = (config, plan, detect_reducer(module))
+        return cached[1]
+
+    def effective_reducer(self) -> Reducer:
+        """The reducer the contexts get: the one given with :func:`set_reducer`, else the context-parallel group
+        of the module (:func:`ditcache.core.parallel.detect_reducer`), else ``LOCAL``."""
+        if self.reducer is not None:
+            return self.reducer
+        self._context_parallel(self.module)
+        assert self._parallel is not None
+        return self._parallel[2]
 
     def __repr__(self) -> str:
         return f"CacheRuntime({self.extractor.name}, {[mw.name for mw in self._middlewares]})"
@@ -513,13 +552,15 @@ def cache_stats(module: nn.Module) -> dict[str, list[GenerationStats]]:
     return {mw.name: mw.stats() for mw in runtime.middlewares}
 
 
-def set_reducer(module: nn.Module, reducer: Reducer) -> None:
+def set_reducer(module: nn.Module, reducer: Reducer | None) -> None:
     """Make the caches of ``module`` reduce their decision scalars with ``reducer`` (put on every context as
-    ``ctx.reducer``), e.g. ``ProcessGroupReducer(sp_group)`` under sequence parallelism so every rank decides
-    alike. Call it on every rank after applying the caches; ``LOCAL`` restores the default."""
+    ``ctx.reducer``), e.g. ``ProcessGroupReducer(sp_group)`` under a sequence parallelism ditcache does not detect
+    (anything but diffusers' ``enable_parallelism``), so every rank decides alike. Call it on every rank after
+    applying the caches. ``None`` restores the default: detected from diffusers' context-parallel config, else
+    ``LOCAL``."""
     runtime = get_cache_runtime(module)
     if runtime is None:
         raise ValueError(f"module: no cache is applied to {type(module).__name__}; apply one first")
-    if not isinstance(reducer, Reducer):
-        raise TypeError(f"reducer: expected a Reducer (sum(tensor) and is_local), got {type(reducer).__name__}")
+    if reducer is not None and not isinstance(reducer, Reducer):
+        raise TypeError(f"reducer: expected a Reducer (sum(tensor) and is_local) or None, got {type(reducer).__name__}")
     runtime.reducer = reducer
