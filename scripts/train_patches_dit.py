@@ -8,8 +8,8 @@ Writes ``patches_dit.safetensors`` (EMA weights, float32) and ``patches_dit.json
 seed, final loss, quality figures, SHA-256 of the weights) into ``--out``, and a sample grid PNG to ``--grid``.
 
 Training: rectified flow on random 16x16 crops (mirrored at random) of scikit-learn's two sample photos,
-downscaled 2x, outside a held-out strip (``ditcache.bundled.patch_data``); ``x_t = (1 - t) x0 + t * noise``, target
-``noise - x0``, ``t`` drawn logit-normally (SD3); the condition is the crop's 4x4 thumbnail, replaced by the null
+downscaled 2x, outside a held-out band (``ditcache.bundled.patch_data``); ``x_t = (1 - t) x0 + t * noise``, target
+``noise - x0``, ``t`` drawn logit-normally (SD3); the condition is the crop's 2x2 thumbnail, replaced by the null
 tokens with probability ``--cond-dropout`` so classifier-free guidance works; AdamW with linear warm-up and cosine
 decay; an exponential moving average of the weights is what is saved. Re-running with the same arguments and
 thread count reproduces the weights up to floating-point differences between machines.
@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-steps", type=int, default=30, help="sampler steps for the quality figures")
     p.add_argument("--eval-cfg", type=float, nargs="+", default=[1.5, 2.0, 3.0], help="guidance scales besides none")
     p.add_argument("--bank-size", type=int, default=20000, help="training patches for the nearest-patch distance")
+    p.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="do not train: re-score the weights in --out (their SHA-256 must match the JSON) and rewrite the "
+        "JSON's quality figures",
+    )
     return p.parse_args(argv)
 
 
@@ -160,6 +166,7 @@ def evaluate(model: Any, args: argparse.Namespace) -> dict[str, Any]:
         print(f"guidance {key}: {by_guidance[key]}", flush=True)
     uncond = sample_patches(model, [NULL_PATCH] * len(refs), num_steps=args.eval_steps, seed=seed)
     unconditional = {
+        "thumbnail_psnr_db": round(pd.thumbnail_psnr(uncond, thumbs), 2),
         "detail_ratio": round(pd.detail_ratio(uncond, refs), 3),
         "nearest_train_patch_rmse": round(float(pd.nearest_patch_rmse(uncond, bank).mean()), 4),
         "mean_rgb": [round(float(v), 3) for v in uncond.mean(dim=(0, 2, 3))],
@@ -169,9 +176,7 @@ def evaluate(model: Any, args: argparse.Namespace) -> dict[str, Any]:
         "nearest_train_patch_rmse": round(float(pd.nearest_patch_rmse(refs, bank).mean()), 4),
         "mean_rgb": [round(float(v), 3) for v in refs.mean(dim=(0, 2, 3))],
         "std": round(float(refs.std()), 3),
-        "upsampled_thumbnail_psnr_db": round(
-            pd.reference_psnr(torch.nn.functional.interpolate(thumbs, scale_factor=4, mode="bilinear"), refs), 2
-        ),
+        "upsampled_thumbnail_psnr_db": round(pd.reference_psnr(_upsample(thumbs, "bilinear"), refs), 2),
     }
     print(f"unconditional: {unconditional}\nreal held-out patches: {real}", flush=True)
     with torch.random.fork_rng():
@@ -180,7 +185,7 @@ def evaluate(model: Any, args: argparse.Namespace) -> dict[str, Any]:
     untrained = _scores(sample_patches(fresh, labels, num_steps=args.eval_steps, seed=seed), thumbs, refs, bank)
     print(f"untrained: {untrained}", flush=True)
     return {
-        "conditions": "the 4x4 thumbnails of the 104 held-out reference patches (labels 0-103)",
+        "conditions": "the 2x2 thumbnails of the 104 held-out reference patches (labels 0-103)",
         "sampler": "ditcache.bundled.patches.sample_patches, Euler, uniform sigmas (shift 1.0)",
         "num_steps": args.eval_steps,
         "seed": seed,
@@ -192,15 +197,23 @@ def evaluate(model: Any, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _upsample(thumbs: torch.Tensor, mode: str) -> torch.Tensor:
+    from ditcache.bundled import patch_data as pd
+
+    return torch.nn.functional.interpolate(thumbs, scale_factor=pd.PATCH_SIZE // pd.THUMB_SIZE, mode=mode)
+
+
 def save_grid(model: Any, path: Path, seed: int) -> None:
     from PIL import Image
 
     from ditcache.bundled import patch_data as pd
     from ditcache.bundled.patches import NULL_PATCH, sample_patches
 
-    labels = [0, 1, 14, 15, 30, 33, 52, 61, 76, 87]
-    refs = pd.reference_patches()[labels]
-    thumbs = torch.nn.functional.interpolate(pd.thumbnails(refs), scale_factor=4, mode="nearest")
+    every = pd.reference_patches()
+    detail = (every - _upsample(pd.thumbnails(every), "nearest")).pow(2).mean(dim=(1, 2, 3))
+    labels = sorted(detail.argsort(descending=True)[:10].tolist())  # the ten most detailed references
+    refs = every[labels]
+    thumbs = _upsample(pd.thumbnails(refs), "nearest")
     plain = [sample_patches(model, labels, num_steps=30, seed=seed + k) for k in range(3)]
     guided = [sample_patches(model, labels, num_steps=30, guidance_scale=3.0, seed=seed + k) for k in range(3)]
     uncond = sample_patches(model, [NULL_PATCH] * 8, num_steps=30, seed=seed)
@@ -220,6 +233,25 @@ def save_grid(model: Any, path: Path, seed: int) -> None:
     print(f"wrote {path}", flush=True)
 
 
+def evaluate_only(args: argparse.Namespace) -> int:
+    """Re-score the weights in ``--out`` and rewrite the quality figures of their JSON (training facts kept)."""
+    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, file_sha256, load_patches_dit
+
+    weights, meta_path = args.out / WEIGHTS_FILE, args.out / METADATA_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta["weights_sha256"] != file_sha256(weights):
+        raise SystemExit(f"{weights}: SHA-256 differs from {meta_path.name}; re-train instead")
+    model = load_patches_dit(weights=weights)
+    quality = evaluate(model, args)
+    cfg = {k: v["thumbnail_psnr_db"] for k, v in quality["by_guidance"].items() if k != "none"}
+    meta["quality"] = {**quality, "best_guidance": max(cfg, key=lambda k: cfg[k])}
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    print(f"rewrote the quality figures of {meta_path}", flush=True)
+    if not args.no_grid:
+        save_grid(model, args.grid, seed=args.seed + 2)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -228,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, file_sha256
 
+    if args.evaluate_only:
+        return evaluate_only(args)
     model, stats = train(args)
     quality = evaluate(model, args)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -245,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": model.config.to_dict(),
         "transformer_class": "diffusers.QwenImageTransformer2DModel",
         "data": "sklearn.datasets.load_sample_images (china.jpg, flower.jpg, 427x640 RGB), 2x area-downscaled to "
-        "213x320; random 16x16 crops (mirrored at random) left of the held-out right-most 64 columns, scaled to "
-        "[-1, 1], packed as 2x2 blocks into 64 tokens of 12 channels; condition: the crop's 4x4 thumbnail",
+        "213x320; random 16x16 crops (mirrored at random) outside the held-out columns 128-191, scaled to "
+        "[-1, 1], packed as 2x2 blocks into 64 tokens of 12 channels; condition: the crop's 2x2 thumbnail",
         "seed": args.seed,
         "training": {
             "objective": "rectified flow: x_t = (1 - t) x0 + t noise, target noise - x0, MSE; t ~ logit-normal(0, 1)",

@@ -32,9 +32,11 @@ from ditcache.bundled.patches import (
 
 pytest.importorskip("sklearn")
 
-# The quality gate: thumbnails of samples (CFG 3.0, 12 steps) match their conditions at >= 22 dB PSNR. The shipped
-# weights reach about 30 dB in the training script's run (30 steps, all 104 references); a freshly initialised model
-# stays below 10 dB (its samples are noise), so this fails for an untrained model.
+# The quality gate: the 2x2 thumbnails of samples (CFG 2.0, 12 steps) match their conditions at >= 22 dB PSNR. The
+# shipped weights reach 28 dB at CFG 2.0 and 32.5 dB unguided in the training script's run (30 steps, all 104
+# references); a freshly initialised model stays near 10 dB (its samples are noise), and unconditional samples of
+# the trained model (the "uncond" branch of guidance) near 8 dB, so the gate fails for an untrained model and for
+# a model that ignores its condition.
 MIN_THUMBNAIL_PSNR = 22.0
 QUICK_LABELS = list(range(0, 104, 8))  # 13 references from both photos
 
@@ -47,13 +49,14 @@ def model() -> PatchesDiT:
 
 def _expected_param_count(config: PatchesDiTConfig) -> int:
     """Parameters of a QwenImageTransformer2DModel + conditioner, from the architecture (not from the weights)."""
-    d, hd, j = config.num_attention_heads * config.attention_head_dim, config.attention_head_dim, config.joint_attention_dim
+    hd, j = config.attention_head_dim, config.joint_attention_dim
+    d = config.num_attention_heads * hd
     lin = lambda i, o: i * o + o  # noqa: E731
     embed = lin(256, d) + lin(d, d)  # timestep MLP
     io = j + lin(12, d) + lin(j, d) + lin(d, 2 * d) + lin(d, 12)  # txt_norm, img_in, txt_in, norm_out, proj_out
     attn = 8 * lin(d, d) + 4 * hd  # q, k, v, add_q, add_k, add_v, to_out, to_add_out; four qk RMSNorms
     block = 2 * lin(d, 6 * d) + attn + 2 * (lin(d, 4 * d) + lin(4 * d, d))  # img/txt mod, attention, two MLPs
-    cond = lin(3, j) + 2 * 16 * j  # colour map, position and null tokens
+    cond = lin(3, j) + 2 * pd.THUMB_SIZE**2 * j  # colour map, position and null tokens
     return embed + io + config.num_layers * block + cond
 
 
@@ -82,17 +85,17 @@ def test_metadata_matches_weights(model: PatchesDiT) -> None:
     assert keys == set(model.state_dict())
     assert math.isfinite(meta["final_loss"]) and 0 < meta["final_loss"] < 1
     q = meta["quality"]
-    best = q["by_guidance"][q["best_guidance"]]
-    assert best["thumbnail_psnr_db"] >= MIN_THUMBNAIL_PSNR
-    assert best["thumbnail_psnr_db"] > q["by_guidance"]["none"]["thumbnail_psnr_db"]  # guidance helps
+    assert {"none", "2"} <= set(q["by_guidance"]) and q["best_guidance"] in q["by_guidance"]
+    assert all(v["thumbnail_psnr_db"] >= MIN_THUMBNAIL_PSNR for v in q["by_guidance"].values())
     assert q["untrained_model"]["thumbnail_psnr_db"] < MIN_THUMBNAIL_PSNR - 5
+    assert q["unconditional"]["thumbnail_psnr_db"] < MIN_THUMBNAIL_PSNR - 5  # the condition is what makes them match
     assert 0.5 < q["unconditional"]["detail_ratio"] < 2.0  # texture, neither flat nor noise
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="PatchesDiTConfig.axes_dims_rope"):
+    with pytest.raises(ValueError, match=r"PatchesDiTConfig\.axes_dims_rope"):
         PatchesDiTConfig(axes_dims_rope=(4, 4, 4))
-    with pytest.raises(ValueError, match="PatchesDiTConfig.num_layers"):
+    with pytest.raises(ValueError, match=r"PatchesDiTConfig\.num_layers"):
         PatchesDiTConfig(num_layers=0)
     with pytest.raises(ValueError, match="unknown"):
         PatchesDiTConfig.from_dict({"num_layers": 2, "depth": 3})
@@ -114,16 +117,20 @@ def test_data_split_and_references() -> None:
     refs = pd.reference_patches()
     assert refs.shape == (pd.NUM_REFERENCE_PATCHES, 3, 16, 16) == (NULL_PATCH, 3, 16, 16)
     positions = pd.reference_positions()
-    assert all(left >= 320 - pd.HOLDOUT_COLUMNS for _, _, left in positions)
+    band = range(pd.HOLDOUT_LEFT, pd.HOLDOUT_LEFT + pd.HOLDOUT_COLUMNS)
+    assert all(left in band and left + 15 in band for _, _, left in positions)
+    assert len(set(positions)) == len(positions) and {p[0] for p in positions[:2]} == set(pd.PHOTOS)
     name, top, left = positions[5]
     torch.testing.assert_close(refs[5], photos[pd.PHOTOS.index(name), :, top : top + 16, left : left + 16])
-    # training crops never touch the held-out strip: mark it and draw many crops
+    # training crops never touch the held-out band: mark it and draw many crops
     marked = torch.zeros(2, 3, 213, 320)
-    marked[..., 320 - pd.HOLDOUT_COLUMNS :] = 1.0
-    crops = pd.random_patches(2000, torch.Generator().manual_seed(0), marked)
-    assert crops.shape == (2000, 3, 16, 16) and not crops.any()
-    marked[..., 320 - pd.HOLDOUT_COLUMNS - 1] = 1.0  # the last training column is reachable
-    assert pd.random_patches(2000, torch.Generator().manual_seed(0), marked).any()
+    marked[..., band.start : band.stop] = 1.0
+    crops = pd.random_patches(3000, torch.Generator().manual_seed(0), marked)
+    assert crops.shape == (3000, 3, 16, 16) and not crops.any()
+    for column in (band.start - 1, band.stop, 0, 319):  # the columns next to the band and the edges are reachable
+        edge = torch.zeros(2, 3, 213, 320)
+        edge[..., column] = 1.0
+        assert pd.random_patches(3000, torch.Generator().manual_seed(0), edge).any(), column
     a = pd.random_patches(8, torch.Generator().manual_seed(3))
     assert torch.equal(a, pd.random_patches(8, torch.Generator().manual_seed(3)))
 
@@ -133,17 +140,17 @@ def test_quality_figures_on_real_patches() -> None:
     thumbs = pd.thumbnails(refs)
     assert pd.thumbnail_psnr(refs, thumbs) == math.inf
     assert pd.detail_ratio(refs, refs) == pytest.approx(1.0)
-    blurred = torch.nn.functional.interpolate(thumbs, scale_factor=4, mode="nearest")
-    assert pd.detail_ratio(blurred, refs) == 0.0
+    blurred = torch.nn.functional.interpolate(thumbs, scale_factor=8, mode="nearest")
+    assert pd.detail_ratio(blurred, refs) < 1e-4  # float rounding of the 8x8 means only
     assert pd.thumbnail_psnr(torch.rand_like(refs), thumbs) < 15
-    assert torch.equal(pd.nearest_patch_rmse(refs[:4], refs), torch.zeros(4))
+    assert float(pd.nearest_patch_rmse(refs[:4], refs).max()) < 2e-3  # itself, up to float cancellation
     with pytest.raises(ValueError, match="thumbs: expected shape"):
         pd.thumbnail_psnr(refs, thumbs[:3])
 
 
 def test_conditions_and_conditioning(model: PatchesDiT) -> None:
     thumbs, null = as_thumbnails([0, 7, NULL_PATCH])
-    assert thumbs.shape == (3, 3, 4, 4) and null.tolist() == [False, False, True]
+    assert thumbs.shape == (3, 3, 2, 2) and null.tolist() == [False, False, True]
     torch.testing.assert_close(thumbs[1], pd.thumbnails(pd.reference_patches()[7:8])[0])
     patches = torch.rand(2, 3, 16, 16)
     torch.testing.assert_close(as_thumbnails(patches)[0], pd.thumbnails(patches))
@@ -154,7 +161,7 @@ def test_conditions_and_conditioning(model: PatchesDiT) -> None:
     with pytest.raises(TypeError, match="conditions"):
         as_thumbnails(True)
     cond = model.conditioning([0, 7, NULL_PATCH])
-    assert cond.encoder_hidden_states.shape == (3, 16, model.config.joint_attention_dim)
+    assert cond.encoder_hidden_states.shape == (3, 4, model.config.joint_attention_dim)
     assert cond.encoder_hidden_states_mask is None and cond.img_shapes == [[(1, 8, 8)]] * 3
     uncond = model.conditioning([0, 7, NULL_PATCH], null=True)
     torch.testing.assert_close(uncond.encoder_hidden_states[0], cond.encoder_hidden_states[2])
@@ -194,13 +201,16 @@ def test_cfg_uses_separate_named_branches(model: PatchesDiT, monkeypatch: pytest
 
 def test_quality_gate_passes_trained_and_fails_untrained(model: PatchesDiT) -> None:
     thumbs = pd.thumbnails(pd.reference_patches()[QUICK_LABELS])
-    images = sample_patches(model, QUICK_LABELS, num_steps=12, guidance_scale=3.0, seed=0)
+    images = sample_patches(model, QUICK_LABELS, num_steps=12, guidance_scale=2.0, seed=0)
     trained = pd.thumbnail_psnr(images, thumbs)
-    assert trained >= MIN_THUMBNAIL_PSNR, f"thumbnail PSNR of CFG 3.0 samples: {trained:.1f} dB"
+    assert trained >= MIN_THUMBNAIL_PSNR, f"thumbnail PSNR of CFG 2.0 samples: {trained:.1f} dB"
+    unconditional = sample_patches(model, [NULL_PATCH] * len(QUICK_LABELS), num_steps=12, seed=0)
+    ignored = pd.thumbnail_psnr(unconditional, thumbs)
+    assert ignored < MIN_THUMBNAIL_PSNR, f"samples without the condition passed the gate: {ignored:.1f} dB"
     with torch.random.fork_rng():
         torch.manual_seed(1)
         fresh = PatchesDiT(model.config).eval()
-    untrained = pd.thumbnail_psnr(sample_patches(fresh, QUICK_LABELS, num_steps=12, guidance_scale=3.0), thumbs)
+    untrained = pd.thumbnail_psnr(sample_patches(fresh, QUICK_LABELS, num_steps=12, guidance_scale=2.0), thumbs)
     assert untrained < MIN_THUMBNAIL_PSNR, f"an untrained model passed the gate: {untrained:.1f} dB"
 
 

@@ -4,7 +4,7 @@ Two models, of two diffusers classes and two data sets, listed by name in :data:
 :class:`BundledModel` with a loader and a sampler of one shared calling convention, for tools' ``--model NAME``):
 
 * ``"digits"``: class-conditional handwritten digits on a ``FluxTransformer2DModel`` (below);
-* ``"patches"``: 16x16 colour patches of scikit-learn's two sample photos, conditioned on a 4x4 thumbnail, on a
+* ``"patches"``: 16x16 colour patches of scikit-learn's two sample photos, conditioned on a 2x2 thumbnail, on a
   ``QwenImageTransformer2DModel`` (:mod:`ditcache.bundled.patches`: :func:`load_patches_dit`,
   :func:`sample_patches`; data and quality figures in :mod:`ditcache.bundled.patch_data`).
 

@@ -2,12 +2,13 @@
 
 The data set is the two photos that ship inside scikit-learn (``sklearn.datasets.load_sample_images()``:
 ``china.jpg`` and ``flower.jpg``, 427x640 RGB each), downscaled 2x by area averaging to 213x320 so that a 16x16
-patch holds some structure. The right-most :data:`HOLDOUT_COLUMNS` columns of each downscaled photo are held out:
-training crops come from the rest, and the :func:`reference_patches` (a fixed grid of patches, alternating between
-the two photos) come from the held-out strip only.
+patch holds some structure. A vertical band of :data:`HOLDOUT_COLUMNS` columns in the middle of each downscaled photo
+(columns :data:`HOLDOUT_LEFT` to ``HOLDOUT_LEFT + HOLDOUT_COLUMNS``: the temple and the flower) is held out:
+training crops come from either side of it, and the :func:`reference_patches` (a fixed grid of patches,
+alternating between the two photos) come from the band only.
 
-The condition of a patch is its :data:`THUMB_SIZE` x :data:`THUMB_SIZE` thumbnail (4x4 area average,
-:func:`thumbnails`): the model generates the detail of a patch whose coarse colours are given. The quality
+The condition of a patch is its :data:`THUMB_SIZE` x :data:`THUMB_SIZE` thumbnail (the mean colour of each
+8x8 quarter, :func:`thumbnails`): the model generates the detail of a patch whose coarse colours are given. The quality
 figures compare generated patches with their condition and with real patches:
 
 * :func:`thumbnail_psnr`: PSNR of the generated patches' thumbnails against the conditioning thumbnails (does the
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 __all__ = [
     "DOWNSCALE",
     "HOLDOUT_COLUMNS",
+    "HOLDOUT_LEFT",
     "NUM_REFERENCE_PATCHES",
     "PATCH_SIZE",
     "PHOTOS",
@@ -50,14 +52,16 @@ PHOTOS = ("china.jpg", "flower.jpg")
 """The photos of ``sklearn.datasets.load_sample_images()``, in the order :func:`photos` returns them."""
 PATCH_SIZE = 16
 """Side of a patch, in pixels of the downscaled photos."""
-THUMB_SIZE = 4
-"""Side of a patch's thumbnail (the condition): each thumbnail pixel averages 4x4 patch pixels."""
+THUMB_SIZE = 2
+"""Side of a patch's thumbnail (the condition): each thumbnail pixel averages 8x8 patch pixels."""
 DOWNSCALE = 2
 """The photos are downscaled by this factor (area averaging) before patches are cut."""
+HOLDOUT_LEFT = 128
+"""First held-out column of each downscaled photo (320 wide)."""
 HOLDOUT_COLUMNS = 64
-"""Right-most columns of each downscaled photo (320 wide) kept out of training; reference patches come from them."""
+"""Width of the held-out band: no training crop overlaps it; the reference patches come from it."""
 _REF_ROWS = tuple(range(0, 213 - PATCH_SIZE + 1, PATCH_SIZE))  # 13 rows: 0, 16, ..., 192
-_REF_COLS = tuple(range(320 - HOLDOUT_COLUMNS, 320 - PATCH_SIZE + 1, PATCH_SIZE))  # 4 columns: 256, ..., 304
+_REF_COLS = tuple(range(HOLDOUT_LEFT, HOLDOUT_LEFT + HOLDOUT_COLUMNS - PATCH_SIZE + 1, PATCH_SIZE))  # 128, ..., 176
 NUM_REFERENCE_PATCHES = len(PHOTOS) * len(_REF_ROWS) * len(_REF_COLS)
 """Number of held-out reference patches (104)."""
 
@@ -84,7 +88,7 @@ def photos() -> torch.Tensor:
 
 
 def thumbnails(images: torch.Tensor) -> torch.Tensor:
-    """Patches ``(B, 3, 16, 16)`` -> their thumbnails ``(B, 3, 4, 4)`` (4x4 area averages)."""
+    """Patches ``(B, 3, 16, 16)`` -> their thumbnails ``(B, 3, 2, 2)`` (8x8 area averages)."""
     if images.ndim != 4 or images.shape[1:] != (3, PATCH_SIZE, PATCH_SIZE):
         raise ValueError(f"images: expected shape (B, 3, {PATCH_SIZE}, {PATCH_SIZE}), got {tuple(images.shape)}")
     return F.avg_pool2d(images.float(), PATCH_SIZE // THUMB_SIZE)
@@ -92,14 +96,18 @@ def thumbnails(images: torch.Tensor) -> torch.Tensor:
 
 def random_patches(count: int, generator: torch.Generator, source: torch.Tensor | None = None) -> torch.Tensor:
     """``count`` random 16x16 training crops ``(count, 3, 16, 16)`` in [0, 1], each from a photo picked uniformly,
-    outside the held-out strip, mirrored left-right with probability 1/2. ``source``: the photos (default
-    :func:`photos`). Deterministic for a given ``generator`` state."""
+    at a position picked uniformly among those that do not overlap the held-out band, mirrored left-right with
+    probability 1/2. ``source``: the photos (default :func:`photos`). Deterministic for a given ``generator``
+    state."""
     src = _photos() if source is None else source
     n_photos, _, height, width = src.shape
-    max_y, max_x = height - PATCH_SIZE, width - HOLDOUT_COLUMNS - PATCH_SIZE
+    n_left = HOLDOUT_LEFT - PATCH_SIZE + 1  # left crops start at 0 .. HOLDOUT_LEFT - 16
+    right = HOLDOUT_LEFT + HOLDOUT_COLUMNS
+    n_right = width - right - PATCH_SIZE + 1  # right crops start at right .. width - 16
     which = torch.randint(n_photos, (count,), generator=generator)
-    ys = torch.randint(max_y + 1, (count,), generator=generator)
-    xs = torch.randint(max_x + 1, (count,), generator=generator)
+    ys = torch.randint(height - PATCH_SIZE + 1, (count,), generator=generator)
+    xs = torch.randint(n_left + n_right, (count,), generator=generator)
+    xs = torch.where(xs < n_left, xs, xs - n_left + right)
     flip = torch.rand(count, generator=generator) < 0.5
     offs = torch.arange(PATCH_SIZE)
     rows = (ys[:, None] + offs)[:, None, :, None]  # (count, 1, 16, 1)
@@ -137,7 +145,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def thumbnail_psnr(images: torch.Tensor, thumbs: torch.Tensor) -> float:
-    """PSNR (dB, data range 1) of the thumbnails of ``images`` (B, 3, 16, 16) against ``thumbs`` (B, 3, 4, 4)."""
+    """PSNR (dB, data range 1) of the thumbnails of ``images`` (B, 3, 16, 16) against ``thumbs`` (B, 3, 2, 2)."""
     own = thumbnails(images)
     if thumbs.shape != own.shape:
         raise ValueError(f"thumbs: expected shape {tuple(own.shape)}, got {tuple(thumbs.shape)}")

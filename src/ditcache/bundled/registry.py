@@ -97,14 +97,14 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
     ),
     "patches": BundledModel(
         name="patches",
-        summary="16x16 colour patches of scikit-learn's two sample photos, conditioned on a 4x4 thumbnail, on a "
+        summary="16x16 colour patches of scikit-learn's two sample photos, conditioned on a 2x2 thumbnail, on a "
         "diffusers QwenImageTransformer2DModel, 0.63 M parameters",
         transformer_class="QwenImageTransformer2DModel",
         load=_load_patches,
         sample=_sample_patches,
         default_labels=tuple(range(10)),
         null_label=104,
-        default_guidance=3.0,
+        default_guidance=2.0,
         image_shape=(3, 16, 16),
     ),
 }
