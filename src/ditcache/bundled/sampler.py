@@ -1,4 +1,4 @@
-"""Euler flow-matching sampler for the bundled digits model, calling the transformer the way diffusers pipelines do.
+"""Euler flow-matching sampler for the bundled models, calling the transformer the way diffusers pipelines do.
 
 Every denoising step calls ``model.transformer(...)`` (so module hooks and ditcache caches apply) inside
 ``model.transformer.cache_context("cond")``, and, with classifier-free guidance, a second, separate call with the
@@ -7,7 +7,11 @@ velocity is then ``v_uncond + guidance_scale * (v_cond - v_uncond)``.
 
 The noise levels (sigmas) fall from 1 to 0 in ``num_steps`` equal steps, optionally warped by the static shift of
 SD3/Flux (``sigma' = shift * sigma / (1 + (shift - 1) * sigma)``; shift > 1 spends more steps at high noise). The
-transformer is called with ``timestep = sigma`` in [0, 1], as Flux pipelines do (the model multiplies by 1000).
+transformer is called with ``timestep = sigma`` in [0, 1], as Flux and Qwen-Image pipelines do (the model
+multiplies by 1000).
+
+:func:`euler_flow_sample` is the loop itself, independent of the model: the digits model's :func:`sample` and the
+photo-patches model's :func:`ditcache.bundled.patches.sample_patches` both run it.
 """
 
 from __future__ import annotations
@@ -15,13 +19,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import attrs
 import torch
+from torch import nn
 
 from ditcache.bundled.model import NULL_CLASS, DigitsDiT, as_labels
 
-__all__ = ["StepEvent", "StepCallback", "sample", "sample_tokens", "sigma_schedule"]
+__all__ = [
+    "StepCallback",
+    "StepEvent",
+    "euler_flow_sample",
+    "initial_noise",
+    "sample",
+    "sample_tokens",
+    "sigma_schedule",
+]
+
+C = TypeVar("C")
 
 
 @attrs.frozen
@@ -37,7 +53,8 @@ class StepEvent:
     sigma_next: float
     """Noise level after the step."""
     latents: torch.Tensor
-    """The tokens ``(B, 64, 4)`` after the step."""
+    """The packed latent tokens after the step (``(B, 64, 4)`` for the digits model, ``(B, 64, 12)`` for the
+    patches model)."""
     velocity: torch.Tensor
     """The (guided) velocity used for the step."""
     transformer_calls: int
@@ -80,6 +97,93 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def initial_noise(shape: tuple[int, ...], seed: int, noise: torch.Tensor | None, what: str = "labels") -> torch.Tensor:
+    """The starting noise of a generation: ``noise`` (checked against ``shape``) or a float32 normal draw from
+    ``seed`` on the CPU (so the same seed gives the same noise on every device)."""
+    if noise is None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed: expected an int, got {seed!r}")
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+    if tuple(noise.shape) != shape:
+        raise ValueError(f"noise: expected shape {shape} for {shape[0]} {what}, got {tuple(noise.shape)}")
+    return noise
+
+
+@torch.no_grad()
+def euler_flow_sample(
+    transformer: nn.Module,
+    velocity: Callable[[torch.Tensor, torch.Tensor, C], torch.Tensor],
+    cond: C,
+    uncond: C | None,
+    latents: torch.Tensor,
+    num_steps: int,
+    guidance_scale: float | None = None,
+    *,
+    shift: float = 1.0,
+    callback: StepCallback | None = None,
+    refresh_cache: bool = True,
+) -> torch.Tensor:
+    """The Euler flow-matching loop shared by the bundled models, calling ``transformer`` as diffusers pipelines do.
+
+    Args:
+        transformer: the diffusers transformer ``velocity`` calls (its ``cache_context`` names the CFG branches,
+            and a ditcache cache applied to it is refreshed with ``num_steps`` first when ``refresh_cache``).
+        velocity: ``velocity(latents, timestep, conditioning)`` -> the predicted velocity, one transformer call.
+        cond: the conditioning of the ``"cond"`` branch, prepared once and passed unchanged every step.
+        uncond: the conditioning of the ``"uncond"`` branch (used only with a guidance scale other than 1.0).
+        latents: the starting noise, already on the model's device and in its dtype.
+        num_steps, guidance_scale, shift, callback, refresh_cache: as in :func:`sample`.
+
+    Returns the final latents, in the dtype of ``latents``.
+    """
+    scale = _check_guidance(guidance_scale)
+    sigmas = sigma_schedule(num_steps, shift)
+    device, dtype = latents.device, latents.dtype
+    batch = latents.shape[0]
+    guided = scale is not None and scale != 1.0
+    if guided and uncond is None:
+        raise ValueError("uncond: a guidance scale other than 1.0 needs the unconditional conditioning")
+
+    if refresh_cache:
+        from ditcache.core.runtime import get_cache_runtime
+
+        runtime = get_cache_runtime(transformer)
+        if runtime is not None:
+            runtime.refresh(num_steps)
+
+    for i in range(num_steps):
+        if callback is not None:
+            _sync(latents.device)
+        start = time.perf_counter()
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+        timestep = torch.full((batch,), sigma, device=device, dtype=dtype)
+        with transformer.cache_context("cond"):  # type: ignore[operator]
+            v = velocity(latents, timestep, cond)
+        if guided:
+            assert scale is not None and uncond is not None
+            with transformer.cache_context("uncond"):  # type: ignore[operator]
+                v_uncond = velocity(latents, timestep, uncond)
+            v = v_uncond + scale * (v - v_uncond)
+        # Euler step in float32, as FlowMatchEulerDiscreteScheduler does, then back to the model dtype
+        latents = (latents.float() + (sigma_next - sigma) * v.float()).to(dtype)
+        if callback is not None:
+            _sync(latents.device)
+            callback(
+                StepEvent(
+                    step=i,
+                    num_steps=num_steps,
+                    sigma=sigma,
+                    sigma_next=sigma_next,
+                    latents=latents,
+                    velocity=v,
+                    transformer_calls=2 if guided else 1,
+                    seconds=time.perf_counter() - start,
+                )
+            )
+    return latents
+
+
 @torch.no_grad()
 def sample_tokens(
     model: DigitsDiT,
@@ -97,62 +201,25 @@ def sample_tokens(
     if not isinstance(model, DigitsDiT):
         raise TypeError(f"model: expected a DigitsDiT (see load_digits_dit), got {type(model).__name__}")
     scale = _check_guidance(guidance_scale)
-    sigmas = sigma_schedule(num_steps, shift)
+    sigma_schedule(num_steps, shift)  # validate before any work
     device, dtype = model.device, model.dtype
     y = as_labels(labels, device)
-    batch = y.shape[0]
-    shape = (batch, 64, 4)
-    if noise is None:
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed: expected an int, got {seed!r}")
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-    elif tuple(noise.shape) != shape:
-        raise ValueError(f"noise: expected shape {shape} for {batch} labels, got {tuple(noise.shape)}")
-    latents = noise.to(device=device, dtype=dtype)
-
-    transformer = model.transformer
+    latents = initial_noise((y.shape[0], 64, 4), seed, noise).to(device=device, dtype=dtype)
     cond = model.conditioning(y)
     guided = scale is not None and scale != 1.0
     uncond = model.conditioning(torch.full_like(y, NULL_CLASS)) if guided else None
-
-    if refresh_cache:
-        from ditcache.core.runtime import get_cache_runtime
-
-        runtime = get_cache_runtime(transformer)
-        if runtime is not None:
-            runtime.refresh(num_steps)
-
-    for i in range(num_steps):
-        if callback is not None:
-            _sync(latents.device)
-        start = time.perf_counter()
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        timestep = torch.full((batch,), sigma, device=device, dtype=dtype)
-        with transformer.cache_context("cond"):
-            velocity = model.velocity(latents, timestep, cond)
-        if uncond is not None:
-            assert scale is not None
-            with transformer.cache_context("uncond"):
-                velocity_uncond = model.velocity(latents, timestep, uncond)
-            velocity = velocity_uncond + scale * (velocity - velocity_uncond)
-        # Euler step in float32, as FlowMatchEulerDiscreteScheduler does, then back to the model dtype
-        latents = (latents.float() + (sigma_next - sigma) * velocity.float()).to(dtype)
-        if callback is not None:
-            _sync(latents.device)
-            callback(
-                StepEvent(
-                    step=i,
-                    num_steps=num_steps,
-                    sigma=sigma,
-                    sigma_next=sigma_next,
-                    latents=latents,
-                    velocity=velocity,
-                    transformer_calls=2 if uncond is not None else 1,
-                    seconds=time.perf_counter() - start,
-                )
-            )
-    return latents
+    return euler_flow_sample(
+        model.transformer,
+        model.velocity,
+        cond,
+        uncond,
+        latents,
+        num_steps,
+        scale,
+        shift=shift,
+        callback=callback,
+        refresh_cache=refresh_cache,
+    )
 
 
 def sample(
