@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ditcache.tools.calibrate_cmd import add_parser as add_calibrate_parser
 
     add_calibrate_parser(commands)
+
+    from ditcache.tools.backend_cmd import add_parser as add_backend_parser
+
+    add_backend_parser(commands)
     return parser
 
 
