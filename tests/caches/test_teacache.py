@@ -804,6 +804,7 @@ def test_no_decision_events_above_debug(caplog: pytest.LogCaptureFixture, monkey
     monkeypatch.setattr(logging.getLogger("ditcache"), "propagate", True)
     model = make_flux()
     apply_teacache_hook(model, {"rel_l1_thresh": 1.4, "coefficients": LINEAR, "num_inference_steps": 6})
+    ditcache.refresh(model, num_inference_steps=6)  # this run's count: the generation ends at its last step
     with caplog.at_level(logging.INFO, logger="ditcache"):
         denoise(model, 6, inputs=make_inputs(model))
     events = [e["event"] for e in map(event_of, caplog.records) if e is not None]

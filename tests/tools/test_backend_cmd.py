@@ -10,7 +10,11 @@ from ditcache.tools.cli import main
 
 @pytest.mark.parametrize(
     ("name", "config"),
-    [("tea_cache", {"rel_l1_thresh": 0.3}), ("mag_cache", {}), ("ditcache", {"ditcache_stack": ["tea_cache"], "rel_l1_thresh": 0.3})],
+    [
+        ("tea_cache", {"rel_l1_thresh": 0.3}),
+        ("mag_cache", {}),
+        ("ditcache", {"ditcache_stack": ["tea_cache"], "rel_l1_thresh": 0.3}),
+    ],
 )
 def test_each_request_skips_blocks_and_stays_close(name: str, config: dict[str, object]) -> None:
     results = run_backend(name, config, "digits", [8, 12])
