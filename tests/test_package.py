@@ -65,7 +65,7 @@ def test_model_modules_load_on_first_lookup_only() -> None:
     )
     first, after, name = json.loads(out)
     assert first == []
-    assert "ditcache.models.qwenimage" in after and "ditcache.models.flux" not in after
+    assert "ditcache.models.families.qwenimage" in after and "ditcache.models.families.flux" not in after
     assert name == "qwenimage"
 
 
