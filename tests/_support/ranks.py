@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 
 from ditcache.core import metrics
-from ditcache.core.distributed import ProcessGroupReducer, rel_l1
+from ditcache.core.distributed import ProcessGroupReducer
+from ditcache.core.metrics import rel_l1
 
 __all__ = ["rank_main"]
 

@@ -45,8 +45,8 @@ from ditcache.caches.taylorseer import FORECAST_METHODS
 from ditcache.core._compile import eager
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks
 from ditcache.core.context import BlockOutput, CacheContext
-from ditcache.core.distributed import rel_l1
 from ditcache.core.extractor import Extractor
+from ditcache.core.metrics import rel_l1
 from ditcache.core.runtime import apply_cache
 from ditcache.core.validators import (
     StrictConfig,

@@ -16,7 +16,8 @@ from typing import Any
 import attrs
 import torch
 
-from ditcache.core.distributed import LOCAL, Reducer, residual_metrics
+from ditcache.core.distributed import LOCAL, Reducer
+from ditcache.core.metrics import residual_metrics
 from ditcache.profiles import Profile
 
 __all__ = ["CalibrationRecord", "MagCacheCalibration"]

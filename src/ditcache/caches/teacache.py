@@ -39,9 +39,9 @@ from ditcache.core._compile import eager
 from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
-from ditcache.core.distributed import rel_l1
 from ditcache.core.extractor import Extractor, get_extractor
 from ditcache.core.log import get_logger
+from ditcache.core.metrics import rel_l1
 from ditcache.core.runtime import apply_cache, get_cache_runtime, resolve_module
 from ditcache.core.validators import (
     StrictConfig,

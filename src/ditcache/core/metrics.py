@@ -2,6 +2,10 @@
 
 Every indicator returns Python floats (one host sync each). Half-precision inputs (bfloat16, float16) are reduced
 in float32 chunk by chunk, so no full-size float32 copy of an activation is made for a scalar.
+
+The indicators take the context's reducer (``ctx.reducer``, :mod:`ditcache.core.distributed`): with the local one
+they are computed as published (means); under sequence parallelism each rank sums its slice, one collective adds
+the partial sums, and every rank derives the same full-sequence value.
 """
 
 from __future__ import annotations
@@ -12,25 +16,32 @@ from typing import Literal, overload
 import torch
 import torch.nn.functional as F
 
+from ditcache.core.distributed import LOCAL, Reducer
+
 __all__ = ["psnr", "rel_l1", "residual_metrics"]
 
 _CHUNK = 1 << 20
 """Elements upcast to float32 at a time when reducing a half-precision tensor (4 MiB of float32)."""
 
 
-def rel_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
+def rel_l1(current: torch.Tensor, previous: torch.Tensor, reducer: Reducer = LOCAL) -> float:
     """``mean|current - previous| / mean|previous|`` over all elements, in float32, as a Python float.
 
     The denominator is the *previous* tensor's, as in TeaCache (Eq. 4) and FBCache/DBCache. Returns ``inf`` when
     the previous tensor is all zeros (so the caller computes). One host sync. Half-precision inputs are upcast in
-    chunks of ``2**20`` elements (the difference is taken in float32, as for float32 inputs).
+    chunks of ``2**20`` elements (the difference is taken in float32, as for float32 inputs). With a non-local
+    ``reducer`` the two sums are added over the ranks first, so every rank gets the full-sequence value.
     """
     if current.shape == previous.shape and current.dtype in _HALF and previous.dtype in _HALF:
         num_t, den_t = _half_sums(current.reshape(-1), previous.reshape(-1))
-        num, den = torch.stack((num_t, den_t)).tolist()
-        return num / den if den > 0 else float("inf")
-    prev = previous.float()
-    num, den = torch.stack(((current.float() - prev).abs().mean(), prev.abs().mean())).tolist()
+        partial = torch.stack((num_t, den_t))
+    elif reducer.is_local:  # the published form (means), bit for bit as the peers compute it
+        prev = previous.float()
+        partial = torch.stack(((current.float() - prev).abs().mean(), prev.abs().mean()))
+    else:
+        prev = previous.float()
+        partial = torch.stack(((current.float() - prev).abs().sum(), prev.abs().sum()))
+    num, den = (partial if reducer.is_local else reducer.sum(partial)).tolist()
     return num / den if den > 0 else float("inf")
 
 
@@ -47,23 +58,37 @@ def _half_sums(cur: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, tor
     return num, den
 
 
-def residual_metrics(current: torch.Tensor, previous: torch.Tensor) -> tuple[float, float, float]:
+def residual_metrics(
+    current: torch.Tensor, previous: torch.Tensor, reducer: Reducer = LOCAL
+) -> tuple[float, float, float]:
     """MagCache's calibration metrics of two consecutive residuals, in float32 over the last dim (tokens):
     ``(mean(|r_t| / |r_{t-1}|), std(|r_t| / |r_{t-1}|), mean(1 - cos(r_t, r_{t-1})))``. One host sync.
 
     As MagCache's calibration code, without diffusers' ``+1e-8`` in the denominator (a zero norm is clamped to
     the smallest normal float32 instead); ``std`` is torch's unbiased one (0.0 for a single token). Used by the
-    calibration mode only (it upcasts the residuals whole).
+    calibration mode only (it upcasts the residuals whole). With a non-local ``reducer`` each rank sums its tokens'
+    ratio, squared ratio and cosine distance (in float64) and its token count, one collective adds them, and every
+    rank derives the same mean, unbiased std and mean cosine distance.
     """
     cur = current.float()
     prev = previous.float()
     ratio = torch.linalg.vector_norm(cur, dim=-1) / torch.linalg.vector_norm(prev, dim=-1).clamp_min(
         torch.finfo(torch.float32).tiny
     )
-    std = ratio.std() if ratio.numel() > 1 else torch.zeros((), device=ratio.device)
-    cos = (1.0 - F.cosine_similarity(cur, prev, dim=-1, eps=1e-8)).mean()
-    mean, sd, cd = torch.stack([ratio.mean(), std, cos]).tolist()
-    return float(mean), float(sd), float(cd)
+    cos = 1.0 - F.cosine_similarity(cur, prev, dim=-1, eps=1e-8)
+    if reducer.is_local:
+        std = ratio.std() if ratio.numel() > 1 else torch.zeros((), device=ratio.device)
+        mean, sd, cd = torch.stack([ratio.mean(), std, cos.mean()]).tolist()
+        return float(mean), float(sd), float(cd)
+    r = ratio.double()
+    count = torch.tensor(float(r.numel()), dtype=torch.float64, device=r.device)
+    partial = torch.stack((r.sum(), (r * r).sum(), cos.double().sum(), count))
+    total, total_sq, total_cos, n = reducer.sum(partial).tolist()
+    if n <= 0:
+        return 1.0, 0.0, 0.0
+    mean = total / n
+    var = max(total_sq - n * mean * mean, 0.0) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(var), total_cos / n
 
 
 @overload
