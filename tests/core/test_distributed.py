@@ -180,3 +180,22 @@ def test_a_stream_split_after_the_first_block_is_rejected() -> None:
     with cp.bypass():  # while the stack runs, the first block's hook splits only the other inputs
         assert hook.metadata == {"mask": 2}
     assert hook.metadata == {"hidden_states": 1, "encoder_hidden_states": 1, "mask": 2}
+
+
+def test_unnamed_cfg_branches_keep_their_generations_under_a_group_reducer() -> None:
+    """Agreed branch names (``auto:agreed:...``) are not dead branches: with a group reducer, unnamed cond and
+    uncond calls step through one generation each, with their own roles (each call used to restart both)."""
+    seen: list[tuple[int, str, int]] = []
+
+    class Stamps(Spy):
+        def process(self, ctx: Any, call_next: Any) -> Any:
+            seen.append((ctx.step, ctx.role, ctx.generation))
+            return call_next(ctx)
+
+    model = make_flux()
+    ditcache.apply_cache(model, Stamps())
+    ditcache.core.set_reducer(model, Doubling())
+    denoise(model, 4, cfg=3.0, inputs=make_inputs(model), branch_mode="auto")
+    assert [s for s, _, _ in seen] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [r for _, r, _ in seen] == ["cond", "uncond"] * 4
+    assert len({g for _, _, g in seen}) == 2  # one generation per branch, not one per call

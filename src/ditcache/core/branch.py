@@ -115,6 +115,7 @@ class AutoIdentities:
     def __init__(self, capacity: int = 64) -> None:
         self.capacity = capacity
         self._seen: dict[tuple[object, ...], _Seen] = {}
+        self._by_name: dict[str, _Seen] = {}  # the same records by the name they gave
         self._serial = 0
 
     def branch(self, condition: torch.Tensor | None) -> Hashable:
@@ -130,25 +131,28 @@ class AutoIdentities:
         self._serial += 1
         shape = "x".join(str(d) for d in condition.shape)
         name = f"auto:{self._serial}:{condition.device}:{shape}"
-        self._seen.pop(key, None)
-        self._seen[key] = _Seen(weakref.ref(owner), version, name)
+        old = self._seen.pop(key, None)
+        if old is not None:
+            self._by_name.pop(old.name, None)
+        record = _Seen(weakref.ref(owner), version, name)
+        self._seen[key] = record
+        self._by_name[name] = record
         if len(self._seen) > self.capacity:
             self._prune()
         return name
 
     def alive(self, name: Hashable) -> bool:
         """Whether the conditioning tensor of automatic branch ``name`` still exists (a branch whose tensor is gone
-        can never be called again). Names this object did not give (``"default"``, a user's) count as alive."""
-        for seen in self._seen.values():
-            if seen.name == name:
-                return seen.ref() is not None
-        return not (isinstance(name, str) and name.startswith("auto:") and name.count(":") >= 3)
+        can never be called again). Names this object did not give, or no longer tracks (``"default"``, a user's, an
+        identity agreed across ranks), count as alive."""
+        seen = self._by_name.get(name) if isinstance(name, str) else None
+        return seen is None or seen.ref() is not None
 
     def _prune(self) -> None:
         for key in [k for k, v in self._seen.items() if v.ref() is None]:
-            del self._seen[key]
+            self._by_name.pop(self._seen.pop(key).name, None)
         while len(self._seen) > self.capacity:  # oldest first (dicts keep insertion order)
-            del self._seen[next(iter(self._seen))]
+            self._by_name.pop(self._seen.pop(next(iter(self._seen))).name, None)
 
 
 def is_auto_branch(branch: Hashable) -> bool:

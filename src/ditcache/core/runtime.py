@@ -329,9 +329,10 @@ class CacheRuntime:
         # The timestep is read (a host sync) only when no step hint says where the loop is: the clock ignores it then.
         timestep = _scalar(ctx.timestep) if step_hint is None else None
         tick = self.clock.advance(branch, timestep, signature, step_hint, num_steps=given_steps, sample=sample)
-        if tick.started:
+        if tick.started and reducer.is_local:
             # An automatic branch whose prompt tensor is gone can never be called again: end its generation now,
-            # so that its tensors go with it instead of waiting for the branch bound to evict it.
+            # so that its tensors go with it instead of waiting for the branch bound to evict it. Not under
+            # sequence parallelism: tensor lifetimes are rank-local, and ranks must end generations alike.
             gone = [b for b in self.clock.open_generations() if b != branch and not self.identities.alive(b)]
             if gone:
                 self.clock.forget(gone)
