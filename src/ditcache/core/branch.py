@@ -143,10 +143,19 @@ class AutoIdentities:
 
     def alive(self, name: Hashable) -> bool:
         """Whether the conditioning tensor of automatic branch ``name`` still exists (a branch whose tensor is gone
-        can never be called again). Names this object did not give, or no longer tracks (``"default"``, a user's, an
-        identity agreed across ranks), count as alive."""
-        seen = self._by_name.get(name) if isinstance(name, str) else None
-        return seen is None or seen.ref() is not None
+        can never be called again). A name it gave and has since dropped (dead tensors are dropped first) counts as
+        gone; names it did not give (``"default"``, a user's, an identity agreed across ranks) count as alive."""
+        if not isinstance(name, str):
+            return True
+        seen = self._by_name.get(name)
+        if seen is not None:
+            return seen.ref() is not None
+        return not self._gave(name)
+
+    def _gave(self, name: str) -> bool:
+        """Whether ``name`` has the form of the names :meth:`branch` gives (``auto:<serial>:...``, serial issued)."""
+        parts = name.split(":", 2)
+        return len(parts) == 3 and parts[0] == "auto" and parts[1].isdigit() and int(parts[1]) <= self._serial
 
     def _prune(self) -> None:
         for key in [k for k, v in self._seen.items() if v.ref() is None]:
