@@ -55,6 +55,10 @@ __all__ = [
     "lora_scope",
     "model_output",
     "scale_shift_input",
+    "wan_grid",
+    "wan_output",
+    "wan_preprocess",
+    "wan_unpatchify",
 ]
 
 ExtractFn = Callable[..., CacheContext]
@@ -232,11 +236,16 @@ def wan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int,
     # diffusers moves them to the hidden states' device (multi-GPU placement with accelerate)
     shift, scale = shift.to(h.device), scale.to(h.device)
     h = (model.norm_out(h.float()) * (1 + scale) + shift).type_as(h)
-    h = model.proj_out(h)
+    return model_output(wan_unpatchify(model.proj_out(h), grid), return_dict)
+
+
+def wan_unpatchify(h: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """The Wan family's unpatchify: ``(batch, tokens, p_t * p_h * p_w * channels)`` back to the latent
+    ``(batch, channels, frames * p_t, height * p_h, width * p_w)``; ``grid`` as :func:`wan_grid` gives it."""
     batch, frames, height, width, p_t, p_h, p_w = grid
     h = h.reshape(batch, frames, height, width, p_t, p_h, p_w, -1)
     h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
-    return model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+    return h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
 def wan_preprocess(

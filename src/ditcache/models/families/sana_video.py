@@ -76,9 +76,7 @@ def extract(
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.proj_out(self.norm_out(h, embedded_timestep, self.scale_shift_table))
-        _, f, hh, ww, p_t, p_h, p_w = grid
-        h = h.reshape(batch_size, f, hh, ww, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return _diffusers.model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+        return _diffusers.model_output(_diffusers.wan_unpatchify(h, grid), return_dict)
 
     first = self.transformer_blocks[0]
     return CacheContext(
