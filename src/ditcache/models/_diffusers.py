@@ -52,6 +52,8 @@ __all__ = [
     "controlnet_index",
     "controlnet_residuals",
     "diffusers_extractor",
+    "hunyuan_grid",
+    "hunyuan_output",
     "lora_scope",
     "model_output",
     "scale_shift_input",
@@ -285,6 +287,24 @@ def wan_grid(model: Any, hidden_states: torch.Tensor) -> tuple[int, ...]:
     batch, _, frames, height, width = hidden_states.shape
     p_t, p_h, p_w = model.config.patch_size
     return batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w
+
+
+def hunyuan_grid(model: Any, hidden_states: torch.Tensor) -> tuple[int, ...]:
+    """``(batch, frames, height, width, p_t, p, p)`` of a HunyuanVideo-family latent after patching
+    (``patch_size_t`` over time, ``patch_size`` over height and width)."""
+    batch, _, frames, height, width = hidden_states.shape
+    p, p_t = model.config.patch_size, model.config.patch_size_t
+    return batch, frames // p_t, height // p, width // p, p_t, p, p
+
+
+def hunyuan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int, ...], return_dict: bool) -> Any:
+    """The HunyuanVideo family's output: ``norm_out(h, temb)``, ``proj_out``, unpatchify (channels before the patch
+    dims, unlike Wan). ``grid`` is ``(batch, frames, height, width, p_t, p_h, p_w)`` (:func:`hunyuan_grid`)."""
+    h = model.proj_out(model.norm_out(h, temb))
+    batch, frames, height, width, p_t, p_h, p_w = grid
+    h = h.reshape(batch, frames, height, width, -1, p_t, p_h, p_w)
+    h = h.permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
 
 
 # --------------------------------------------------------------------------------------------------- scope/out
