@@ -19,8 +19,11 @@ The pieces:
 * :func:`call_block` is the gradient-checkpointing call every diffusers block loop repeats.
 * :class:`BlockList` + :func:`block_stack` build the :class:`~ditcache.core.context.BlockStack` from one or more
   block lists, each with its stream convention (:data:`Returns`) and an optional per-index add-on
-  (:func:`controlnet_residuals`, :func:`add_at`).
+  (:func:`controlnet_residuals`, :func:`controlnet_after_first`, :func:`add_at`, :func:`chain`).
 * :func:`adaln_input` and :func:`scale_shift_input` are the two usual modulated inputs (TeaCache's indicator).
+* :func:`additive_mask` is diffusers' keep-mask to additive-bias conversion.
+* Family helpers: :func:`wan_preprocess`, :func:`wan_grid`, :func:`wan_output`, :func:`wan_unpatchify` (Wan),
+  :func:`hunyuan_grid`, :func:`hunyuan_output` (HunyuanVideo), :func:`sana_conditions` (SANA).
 * :func:`lora_scope` (what ``apply_lora_scale`` does around a forward) and :func:`model_output` (``return_dict``).
 """
 
@@ -45,10 +48,12 @@ __all__ = [
     "Returns",
     "add_at",
     "adaln_input",
+    "additive_mask",
     "block_stack",
     "call_block",
     "checkpointing",
     "chain",
+    "controlnet_after_first",
     "controlnet_index",
     "controlnet_residuals",
     "diffusers_extractor",
@@ -56,6 +61,7 @@ __all__ = [
     "hunyuan_output",
     "lora_scope",
     "model_output",
+    "sana_conditions",
     "scale_shift_input",
     "wan_grid",
     "wan_output",
@@ -178,6 +184,18 @@ def add_at(residuals: dict[int, torch.Tensor] | None, scale: float | torch.Tenso
     return add
 
 
+def controlnet_after_first(samples: Sequence[torch.Tensor] | None) -> AddOn | None:
+    """SANA's ControlNet add-on: ``samples[i - 1]`` after block ``i`` for ``0 < i <= len(samples)`` (nothing after
+    block 0 nor past the samples); None if no samples."""
+    if samples is None:
+        return None
+
+    def add(index: int, h: torch.Tensor) -> torch.Tensor:
+        return h + samples[index - 1] if 0 < index <= len(samples) else h
+
+    return add
+
+
 def chain(*adds: AddOn | None) -> AddOn | None:
     """Apply several add-ons in order (None entries are dropped)."""
     live = [a for a in adds if a is not None]
@@ -226,7 +244,38 @@ def scale_shift_input(
     return modulated
 
 
+# ---------------------------------------------------------------------------------------------------- masks
+def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A 2-D ``(batch, seq)`` keep-mask (1 keep, 0 drop) as the additive bias ``(1 - mask) * -10000.0`` of shape
+    ``(batch, 1, seq)`` in ``dtype``, as diffusers converts it; None or a mask of another rank is returned as is."""
+    if mask is None or mask.ndim != 2:
+        return mask
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+
 # ------------------------------------------------------------------------------------------------ family bases
+def sana_conditions(
+    model: Any,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SANA family's conditioning: ``(temb, embedded_timestep, encoder_hidden_states)``.
+
+    The timestep embedding (with ``guidance`` when given, else by batch size) in the dtype of the patched
+    ``hidden_states`` ``(batch, tokens, dim)``, then the caption projection and its norm.
+    """
+    batch_size, dtype = hidden_states.shape[0], hidden_states.dtype
+    if guidance is not None:
+        temb, embedded_timestep = model.time_embed(timestep, guidance=guidance, hidden_dtype=dtype)
+    else:
+        temb, embedded_timestep = model.time_embed(timestep, batch_size=batch_size, hidden_dtype=dtype)
+    encoder_hidden_states = model.caption_projection(encoder_hidden_states)
+    encoder_hidden_states = model.caption_norm(encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1]))
+    return temb, embedded_timestep, encoder_hidden_states
+
+
 def wan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int, ...], return_dict: bool) -> Any:
     """The Wan family's output: ``norm_out`` modulated by ``scale_shift_table + temb`` (per token when ``temb`` is
     3-D), ``proj_out``, unpatchify. ``grid`` is ``(batch, frames, height, width, p_t, p_h, p_w)`` after patching."""
