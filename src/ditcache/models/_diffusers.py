@@ -19,8 +19,11 @@ The pieces:
 * :func:`call_block` is the gradient-checkpointing call every diffusers block loop repeats.
 * :class:`BlockList` + :func:`block_stack` build the :class:`~ditcache.core.context.BlockStack` from one or more
   block lists, each with its stream convention (:data:`Returns`) and an optional per-index add-on
-  (:func:`controlnet_residuals`, :func:`add_at`).
+  (:func:`controlnet_residuals`, :func:`controlnet_after_first`, :func:`add_at`, :func:`chain`).
 * :func:`adaln_input` and :func:`scale_shift_input` are the two usual modulated inputs (TeaCache's indicator).
+* :func:`additive_mask` is diffusers' keep-mask to additive-bias conversion.
+* Family helpers: :func:`wan_preprocess`, :func:`wan_grid`, :func:`wan_output`, :func:`wan_unpatchify` (Wan),
+  :func:`hunyuan_grid`, :func:`hunyuan_output` (HunyuanVideo), :func:`sana_conditions` (SANA).
 * :func:`lora_scope` (what ``apply_lora_scale`` does around a forward) and :func:`model_output` (``return_dict``).
 """
 
@@ -45,16 +48,25 @@ __all__ = [
     "Returns",
     "add_at",
     "adaln_input",
+    "additive_mask",
     "block_stack",
     "call_block",
     "checkpointing",
     "chain",
+    "controlnet_after_first",
     "controlnet_index",
     "controlnet_residuals",
     "diffusers_extractor",
+    "hunyuan_grid",
+    "hunyuan_output",
     "lora_scope",
     "model_output",
+    "sana_conditions",
     "scale_shift_input",
+    "wan_grid",
+    "wan_output",
+    "wan_preprocess",
+    "wan_unpatchify",
 ]
 
 ExtractFn = Callable[..., CacheContext]
@@ -172,6 +184,18 @@ def add_at(residuals: dict[int, torch.Tensor] | None, scale: float | torch.Tenso
     return add
 
 
+def controlnet_after_first(samples: Sequence[torch.Tensor] | None) -> AddOn | None:
+    """SANA's ControlNet add-on: ``samples[i - 1]`` after block ``i`` for ``0 < i <= len(samples)`` (nothing after
+    block 0 nor past the samples); None if no samples."""
+    if samples is None:
+        return None
+
+    def add(index: int, h: torch.Tensor) -> torch.Tensor:
+        return h + samples[index - 1] if 0 < index <= len(samples) else h
+
+    return add
+
+
 def chain(*adds: AddOn | None) -> AddOn | None:
     """Apply several add-ons in order (None entries are dropped)."""
     live = [a for a in adds if a is not None]
@@ -220,7 +244,38 @@ def scale_shift_input(
     return modulated
 
 
+# ---------------------------------------------------------------------------------------------------- masks
+def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A 2-D ``(batch, seq)`` keep-mask (1 keep, 0 drop) as the additive bias ``(1 - mask) * -10000.0`` of shape
+    ``(batch, 1, seq)`` in ``dtype``, as diffusers converts it; None or a mask of another rank is returned as is."""
+    if mask is None or mask.ndim != 2:
+        return mask
+    return ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
+
+
 # ------------------------------------------------------------------------------------------------ family bases
+def sana_conditions(
+    model: Any,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    timestep: torch.Tensor,
+    guidance: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The SANA family's conditioning: ``(temb, embedded_timestep, encoder_hidden_states)``.
+
+    The timestep embedding (with ``guidance`` when given, else by batch size) in the dtype of the patched
+    ``hidden_states`` ``(batch, tokens, dim)``, then the caption projection and its norm.
+    """
+    batch_size, dtype = hidden_states.shape[0], hidden_states.dtype
+    if guidance is not None:
+        temb, embedded_timestep = model.time_embed(timestep, guidance=guidance, hidden_dtype=dtype)
+    else:
+        temb, embedded_timestep = model.time_embed(timestep, batch_size=batch_size, hidden_dtype=dtype)
+    encoder_hidden_states = model.caption_projection(encoder_hidden_states)
+    encoder_hidden_states = model.caption_norm(encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1]))
+    return temb, embedded_timestep, encoder_hidden_states
+
+
 def wan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int, ...], return_dict: bool) -> Any:
     """The Wan family's output: ``norm_out`` modulated by ``scale_shift_table + temb`` (per token when ``temb`` is
     3-D), ``proj_out``, unpatchify. ``grid`` is ``(batch, frames, height, width, p_t, p_h, p_w)`` after patching."""
@@ -232,11 +287,16 @@ def wan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int,
     # diffusers moves them to the hidden states' device (multi-GPU placement with accelerate)
     shift, scale = shift.to(h.device), scale.to(h.device)
     h = (model.norm_out(h.float()) * (1 + scale) + shift).type_as(h)
-    h = model.proj_out(h)
+    return model_output(wan_unpatchify(model.proj_out(h), grid), return_dict)
+
+
+def wan_unpatchify(h: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
+    """The Wan family's unpatchify: ``(batch, tokens, p_t * p_h * p_w * channels)`` back to the latent
+    ``(batch, channels, frames * p_t, height * p_h, width * p_w)``; ``grid`` as :func:`wan_grid` gives it."""
     batch, frames, height, width, p_t, p_h, p_w = grid
     h = h.reshape(batch, frames, height, width, p_t, p_h, p_w, -1)
     h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
-    return model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+    return h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
 
 def wan_preprocess(
@@ -276,6 +336,24 @@ def wan_grid(model: Any, hidden_states: torch.Tensor) -> tuple[int, ...]:
     batch, _, frames, height, width = hidden_states.shape
     p_t, p_h, p_w = model.config.patch_size
     return batch, frames // p_t, height // p_h, width // p_w, p_t, p_h, p_w
+
+
+def hunyuan_grid(model: Any, hidden_states: torch.Tensor) -> tuple[int, ...]:
+    """``(batch, frames, height, width, p_t, p, p)`` of a HunyuanVideo-family latent after patching
+    (``patch_size_t`` over time, ``patch_size`` over height and width)."""
+    batch, _, frames, height, width = hidden_states.shape
+    p, p_t = model.config.patch_size, model.config.patch_size_t
+    return batch, frames // p_t, height // p, width // p, p_t, p, p
+
+
+def hunyuan_output(model: Any, temb: torch.Tensor, h: torch.Tensor, grid: tuple[int, ...], return_dict: bool) -> Any:
+    """The HunyuanVideo family's output: ``norm_out(h, temb)``, ``proj_out``, unpatchify (channels before the patch
+    dims, unlike Wan). ``grid`` is ``(batch, frames, height, width, p_t, p_h, p_w)`` (:func:`hunyuan_grid`)."""
+    h = model.proj_out(model.norm_out(h, temb))
+    batch, frames, height, width, p_t, p_h, p_w = grid
+    h = h.reshape(batch, frames, height, width, -1, p_t, p_h, p_w)
+    h = h.permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
 
 
 # --------------------------------------------------------------------------------------------------- scope/out

@@ -47,12 +47,10 @@ def extract(
         attention_mask = attention_mask.to(hidden_states.dtype)[:, :num_frames]
         if attention_mask.numel() > 0:
             attention_mask = F.max_pool3d(attention_mask.unsqueeze(1), kernel_size=(p_t, p, p), stride=(p_t, p, p))
-            attention_mask = attention_mask.flatten(1).view(batch_size, 1, -1)
-        attention_mask = (
-            (1 - attention_mask.bool().to(hidden_states.dtype)) * -10000.0 if attention_mask.numel() > 0 else None
-        )
-    if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
-        encoder_attention_mask = ((1 - encoder_attention_mask.to(self.dtype)) * -10000.0).unsqueeze(1)
+            attention_mask = _diffusers.additive_mask(attention_mask.flatten(1).bool(), hidden_states.dtype)
+        else:
+            attention_mask = None
+    encoder_attention_mask = _diffusers.additive_mask(encoder_attention_mask, self.dtype)
     mask, text_mask = attention_mask, encoder_attention_mask
 
     temb, embedded_timestep = self.adaln_single(timestep, batch_size=batch_size, hidden_dtype=hidden_states.dtype)

@@ -141,10 +141,8 @@ def extract(
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.norm_out(h, temb, original_context_length)
         h = self.proj_out(h)
-        h = h.reshape(batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w, -1)
-        h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        output = h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        return _diffusers.model_output(output, return_dict)
+        grid = (batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w)
+        return _diffusers.model_output(_diffusers.wan_unpatchify(h, grid), return_dict)
 
     return CacheContext(
         modulated_input=temb,

@@ -42,9 +42,8 @@ def extract(
     return_dict: bool = True,
 ) -> CacheContext:
     condition, raw_timestep = encoder_hidden_states, timestep
-    batch_size, _, num_frames, height, width = hidden_states.shape
-    p, p_t = self.config.patch_size, self.config.patch_size_t
-    post_f, post_h, post_w = num_frames // p_t, height // p, width // p
+    grid = _diffusers.hunyuan_grid(self, hidden_states)
+    batch_size, _, post_h, post_w = grid[:4]
     first_frame_num_tokens = 1 * post_h * post_w
 
     image_rotary_emb = self.rope(hidden_states)
@@ -78,10 +77,7 @@ def extract(
         return norm(hidden_states, emb=temb)[0]  # type: ignore[no-any-return]
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
-        h = self.proj_out(self.norm_out(h, temb))
-        h = h.reshape(batch_size, post_f, post_h, post_w, -1, p_t, p, p)
-        h = h.permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return _diffusers.model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+        return _diffusers.hunyuan_output(self, temb, h, grid, return_dict)
 
     return CacheContext(
         modulated_input=modulated_input,

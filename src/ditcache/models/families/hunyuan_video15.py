@@ -55,9 +55,7 @@ def extract(
             "image_embeds are required"
         )
     condition, raw_timestep = encoder_hidden_states, timestep
-    batch_size, _, num_frames, height, width = hidden_states.shape
-    p_t, p_h, p_w = self.config.patch_size_t, self.config.patch_size, self.config.patch_size
-    post_f, post_h, post_w = num_frames // p_t, height // p_h, width // p_w
+    grid = _diffusers.hunyuan_grid(self, hidden_states)
 
     image_rotary_emb = self.rope(hidden_states)
     temb = self.time_embed(timestep, timestep_r=timestep_r)
@@ -76,10 +74,7 @@ def extract(
         return _diffusers.call_block(self, block, h, e, temb, encoder_attention_mask, image_rotary_emb)
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
-        h = self.proj_out(self.norm_out(h, temb))
-        h = h.reshape(batch_size, post_f, post_h, post_w, -1, p_t, p_h, p_w)
-        h = h.permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return _diffusers.model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+        return _diffusers.hunyuan_output(self, temb, h, grid, return_dict)
 
     return CacheContext(
         modulated_input=_diffusers.adaln_input(self.transformer_blocks[0].norm1, hidden_states, temb),

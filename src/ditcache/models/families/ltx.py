@@ -44,10 +44,7 @@ def extract(
 ) -> CacheContext:
     condition, raw_timestep = encoder_hidden_states, timestep
     image_rotary_emb = self.rope(hidden_states, num_frames, height, width, rope_interpolation_scale, video_coords)
-    if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
-        encoder_attention_mask = (1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0
-        encoder_attention_mask = encoder_attention_mask.unsqueeze(1)
-    mask = encoder_attention_mask
+    mask = _diffusers.additive_mask(encoder_attention_mask, hidden_states.dtype)
 
     batch_size = hidden_states.size(0)
     hidden_states = self.proj_in(hidden_states)

@@ -56,11 +56,7 @@ def extract(
 ) -> CacheContext:
     condition = encoder_hidden_states
     raw_timestep = timestep
-    batch_size, _, num_frames, height, width = hidden_states.shape
-    p, p_t = self.config.patch_size, self.config.patch_size_t
-    post_patch_num_frames = num_frames // p_t
-    post_patch_height = height // p
-    post_patch_width = width // p
+    grid = _diffusers.hunyuan_grid(self, hidden_states)
 
     image_rotary_emb = self.rope(hidden_states)
     temb = self.time_text_embed(timestep)
@@ -95,12 +91,7 @@ def extract(
     norm = self.transformer_blocks[0].norm1 if len(self.transformer_blocks) else singles[0].norm
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
-        h = self.norm_out(h, temb)
-        h = self.proj_out(h)
-        h = h.reshape(batch_size, post_patch_num_frames, post_patch_height, post_patch_width, -1, p_t, p, p)
-        h = h.permute(0, 4, 1, 5, 2, 6, 3, 7)
-        output = h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        return _diffusers.model_output(output, return_dict)
+        return _diffusers.hunyuan_output(self, temb, h, grid, return_dict)
 
     return CacheContext(
         modulated_input=_diffusers.adaln_input(norm, hidden_states, temb),

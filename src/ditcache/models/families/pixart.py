@@ -42,10 +42,8 @@ def extract(
     if self.use_additional_conditions and added_cond_kwargs is None:
         raise ValueError("`added_cond_kwargs` cannot be None when using additional conditions for `adaln_single`.")
     condition, raw_timestep = encoder_hidden_states, timestep
-    if attention_mask is not None and attention_mask.ndim == 2:
-        attention_mask = ((1 - attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
-    if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
-        encoder_attention_mask = ((1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
+    attention_mask = _diffusers.additive_mask(attention_mask, hidden_states.dtype)
+    encoder_attention_mask = _diffusers.additive_mask(encoder_attention_mask, hidden_states.dtype)
     mask, text_mask = attention_mask, encoder_attention_mask
 
     batch_size = hidden_states.shape[0]

@@ -41,32 +41,22 @@ def extract(
     return_dict: bool = True,
 ) -> CacheContext:
     condition, raw_timestep = encoder_hidden_states, timestep
-    if attention_mask is not None and attention_mask.ndim == 2:
-        attention_mask = ((1 - attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
-    if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
-        encoder_attention_mask = ((1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
+    attention_mask = _diffusers.additive_mask(attention_mask, hidden_states.dtype)
+    encoder_attention_mask = _diffusers.additive_mask(encoder_attention_mask, hidden_states.dtype)
     mask, text_mask = attention_mask, encoder_attention_mask
 
     batch_size, _, height, width = hidden_states.shape
     p = self.config.patch_size
     post_h, post_w = height // p, width // p
     hidden_states = self.patch_embed(hidden_states)
-    if guidance is not None:
-        temb, embedded_timestep = self.time_embed(timestep, guidance=guidance, hidden_dtype=hidden_states.dtype)
-    else:
-        temb, embedded_timestep = self.time_embed(timestep, batch_size=batch_size, hidden_dtype=hidden_states.dtype)
-    encoder_hidden_states = self.caption_projection(encoder_hidden_states)
-    encoder_hidden_states = self.caption_norm(encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1]))
+    temb, embedded_timestep, encoder_hidden_states = _diffusers.sana_conditions(
+        self, hidden_states, encoder_hidden_states, timestep, guidance
+    )
 
     def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
         return _diffusers.call_block(self, block, h, mask, e, text_mask, temb, post_h, post_w)
 
-    add = None
-    if controlnet_block_samples is not None:
-        samples = controlnet_block_samples
-
-        def add(index: int, h: torch.Tensor) -> torch.Tensor:
-            return h + samples[index - 1] if 0 < index <= len(samples) else h
+    add = _diffusers.controlnet_after_first(controlnet_block_samples)
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.proj_out(self.norm_out(h, embedded_timestep, self.scale_shift_table))

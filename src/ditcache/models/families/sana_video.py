@@ -41,44 +41,28 @@ def extract(
     return_dict: bool = True,
 ) -> CacheContext:
     condition, raw_timestep = encoder_hidden_states, timestep
-    if attention_mask is not None and attention_mask.ndim == 2:
-        attention_mask = ((1 - attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
-    if encoder_attention_mask is not None and encoder_attention_mask.ndim == 2:
-        encoder_attention_mask = ((1 - encoder_attention_mask.to(hidden_states.dtype)) * -10000.0).unsqueeze(1)
+    attention_mask = _diffusers.additive_mask(attention_mask, hidden_states.dtype)
+    encoder_attention_mask = _diffusers.additive_mask(encoder_attention_mask, hidden_states.dtype)
     mask, text_mask = attention_mask, encoder_attention_mask
 
     grid = _diffusers.wan_grid(self, hidden_states)
     batch_size, post_f, post_h, post_w = grid[:4]
     rotary_emb = self.rope(hidden_states)
     hidden_states = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2)
-    if guidance is not None:
-        temb, embedded_timestep = self.time_embed(
-            timestep.flatten(), guidance=guidance, hidden_dtype=hidden_states.dtype
-        )
-    else:
-        temb, embedded_timestep = self.time_embed(
-            timestep.flatten(), batch_size=batch_size, hidden_dtype=hidden_states.dtype
-        )
+    temb, embedded_timestep, encoder_hidden_states = _diffusers.sana_conditions(
+        self, hidden_states, encoder_hidden_states, timestep.flatten(), guidance
+    )
     temb = temb.view(batch_size, -1, temb.size(-1))
     embedded_timestep = embedded_timestep.view(batch_size, -1, embedded_timestep.size(-1))
-    encoder_hidden_states = self.caption_projection(encoder_hidden_states)
-    encoder_hidden_states = self.caption_norm(encoder_hidden_states.view(batch_size, -1, hidden_states.shape[-1]))
 
     def call(block: nn.Module, h: torch.Tensor, e: torch.Tensor | None) -> Any:
         return _diffusers.call_block(self, block, h, mask, e, text_mask, temb, post_f, post_h, post_w, rotary_emb)
 
-    add = None
-    if controlnet_block_samples is not None:
-        samples = controlnet_block_samples
-
-        def add(index: int, h: torch.Tensor) -> torch.Tensor:
-            return h + samples[index - 1] if 0 < index <= len(samples) else h
+    add = _diffusers.controlnet_after_first(controlnet_block_samples)
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
         h = self.proj_out(self.norm_out(h, embedded_timestep, self.scale_shift_table))
-        _, f, hh, ww, p_t, p_h, p_w = grid
-        h = h.reshape(batch_size, f, hh, ww, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return _diffusers.model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+        return _diffusers.model_output(_diffusers.wan_unpatchify(h, grid), return_dict)
 
     first = self.transformer_blocks[0]
     return CacheContext(

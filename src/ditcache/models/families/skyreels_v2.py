@@ -93,9 +93,7 @@ def extract(
             shift, scale = shift.squeeze(1), scale.squeeze(1)
         shift, scale = shift.to(h.device), scale.to(h.device)
         h = self.proj_out((self.norm_out(h.float()) * (1 + scale) + shift).type_as(h))
-        batch, f, hh, ww, p_t, p_h, p_w = grid
-        h = h.reshape(batch, f, hh, ww, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return _diffusers.model_output(h.flatten(6, 7).flatten(4, 5).flatten(2, 3), return_dict)
+        return _diffusers.model_output(_diffusers.wan_unpatchify(h, grid), return_dict)
 
     return CacheContext(
         modulated_input=temb,

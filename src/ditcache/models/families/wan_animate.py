@@ -67,11 +67,7 @@ def extract(
         )
     condition = encoder_hidden_states
     raw_timestep = timestep
-    batch_size, _num_channels, num_frames, height, width = hidden_states.shape
-    p_t, p_h, p_w = self.config.patch_size
-    post_patch_num_frames = num_frames // p_t
-    post_patch_height = height // p_h
-    post_patch_width = width // p_w
+    grid = _diffusers.wan_grid(self, hidden_states)
 
     rotary_emb = self.rope(hidden_states)
     hidden_states = self.patch_embedding(hidden_states)
@@ -101,17 +97,7 @@ def extract(
     stack = _diffusers.block_stack(_diffusers.BlockList(self.blocks, call, "h", _face_adapter(self, motion_vec)))
 
     def postprocess(h: torch.Tensor, e: torch.Tensor | None) -> Any:
-        shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
-        original_dtype = h.dtype
-        h = self.norm_out(h.float())
-        shift = shift.to(h.device)
-        scale = scale.to(h.device)
-        h = (h * (1 + scale) + shift).to(dtype=original_dtype)
-        h = self.proj_out(h)
-        h = h.reshape(batch_size, post_patch_num_frames, post_patch_height, post_patch_width, p_t, p_h, p_w, -1)
-        h = h.permute(0, 7, 1, 4, 2, 5, 3, 6)
-        output = h.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        return _diffusers.model_output(output, return_dict)
+        return _diffusers.wan_output(self, temb, h, grid, return_dict)
 
     return CacheContext(
         modulated_input=temb,
