@@ -42,7 +42,6 @@ from torch import nn
 from ditcache.caches.reuse import ForecastSettings, ResidualCache, settle_forecast
 from ditcache.caches.step_masks import SCM_POLICIES, SCM_PRESETS, leading_compute_steps, resolve_mask, validate_mask
 from ditcache.caches.taylorseer import FORECAST_METHODS
-from ditcache.core._compile import eager
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
@@ -165,6 +164,8 @@ class DBCacheConfig(StrictConfig):
         """Raise ValueError if ``Fn + Bn`` exceeds ``num_blocks``, or (unless ``allow_no_middle``) equals it: then
         no block is left to cache and every step would run every block."""
         fn, bn = self.fn_compute_blocks, self.bn_compute_blocks
+        if fn + bn < num_blocks or (fn + bn == num_blocks and allow_no_middle):
+            return  # the usual case: checked on every call, so no message is built for it
         allowed = (
             f"allowed: fn_compute_blocks >= 1, bn_compute_blocks >= 0 and fn_compute_blocks + bn_compute_blocks "
             f"<= {num_blocks - 1} (at least one middle block to cache)"
@@ -174,11 +175,10 @@ class DBCacheConfig(StrictConfig):
                 f"DBCacheConfig.fn_compute_blocks + bn_compute_blocks: {fn} + {bn} = {fn + bn} exceeds the "
                 f"{num_blocks} blocks of {model}; {allowed}"
             )
-        if fn + bn == num_blocks and not allow_no_middle:
-            raise ValueError(
-                f"DBCacheConfig.fn_compute_blocks + bn_compute_blocks: {fn} + {bn} = {fn + bn} covers all "
-                f"{num_blocks} blocks of {model}, so no block is left to cache; {allowed}"
-            )
+        raise ValueError(
+            f"DBCacheConfig.fn_compute_blocks + bn_compute_blocks: {fn} + {bn} = {fn + bn} covers all "
+            f"{num_blocks} blocks of {model}, so no block is left to cache; {allowed}"
+        )
 
     @property
     def tag(self) -> str:
@@ -249,7 +249,6 @@ class DBCache(CacheMiddleware[_DBState]):
         state.warmup_steps = warmup
         state.resolved = True
 
-    @eager
     def decide(self, ctx: CacheContext, state: _DBState, fn_residual: torch.Tensor) -> tuple[bool, float | None, str]:
         """Return ``(cache, diff, reason)`` for this call without changing the state (except the diff budget)."""
         cfg = self.config

@@ -35,7 +35,6 @@ from torch import nn
 
 from ditcache.caches.reuse import FORECAST_TARGETS, ForecastSettings, StepReuse, settle_forecast
 from ditcache.caches.taylorseer import FORECAST_METHODS
-from ditcache.core._compile import eager
 from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
@@ -417,7 +416,6 @@ class TeaCache(CacheMiddleware[_TeaState]):
             )
         return value
 
-    @eager
     def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
         """Return ``(skip, new_accumulated, distance)`` without changing the state."""
         r = self.resolved
