@@ -9,7 +9,7 @@ Which modules of a pipeline are cached (:func:`dit_modules`): the names in ``pip
 pipeline declares them (dotted paths allowed, vLLM-Omni's convention), else those of
 :data:`PIPELINE_DIT_MODULES` for the pipeline's class, else ``transformer`` and, when present, ``transformer_2``
 (Wan 2.2's low-noise expert). A two-expert pipeline with a ``boundary_ratio`` runs each request's steps partly on
-one expert and partly on the other; :func:`steps_per_module` splits the step count the way the pipeline will.
+one expert and partly on the other; :func:`split_inference_steps` splits the step count the way the pipeline will.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ __all__ = [
     "dit_module_names",
     "dit_modules",
     "split_inference_steps",
-    "steps_per_module",
 ]
 
 _log = get_logger("ditcache.backends")
@@ -119,17 +118,6 @@ def split_inference_steps(pipeline: Any, num_inference_steps: int) -> tuple[int,
     scheduler.set_timesteps(num_inference_steps, device="cpu")
     high = sum(1 for t in scheduler.timesteps if float(t) >= boundary)
     return high, num_inference_steps - high
-
-
-def steps_per_module(pipeline: Any, names: tuple[str, ...], num_inference_steps: int) -> dict[str, int]:
-    """The step count each cached DiT sees in a request of ``num_inference_steps`` steps (0: not called)."""
-    if "transformer" in names and "transformer_2" in names:
-        high, low = split_inference_steps(pipeline, num_inference_steps)
-        return {
-            name: high if name == "transformer" else low if name == "transformer_2" else num_inference_steps
-            for name in names
-        }
-    return dict.fromkeys(names, num_inference_steps)
 
 
 def check_steps(num_inference_steps: Any) -> int:
