@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 from torch import nn
 
 import ditcache
@@ -90,11 +89,11 @@ class DitCacheBackend(RuntimeBackend):
         cfg = self.config
         steps = cfg.num_inference_steps
         if "tea_cache" in cfg.ditcache_stack:
-            tea = _tea_to_ditcache(TeaCacheConfig.from_diffusion_config(cfg), steps)
-            ditcache.apply_teacache_hook(module, tea.__class__(**{**_fields(tea), **self._step_taylorseer()}))
+            tea = _tea_to_ditcache(TeaCacheConfig.from_diffusion_config(cfg), steps, self._step_taylorseer())
+            ditcache.apply_teacache_hook(module, tea)
         if "mag_cache" in cfg.ditcache_stack:
-            mag = _mag_to_ditcache(MagCacheConfig.from_diffusion_config(cfg))
-            ditcache.apply_magcache_hook(module, mag.__class__(**{**_fields(mag), **self._step_taylorseer()}))
+            mag = _mag_to_ditcache(MagCacheConfig.from_diffusion_config(cfg), self._step_taylorseer())
+            ditcache.apply_magcache_hook(module, mag)
         if "db_cache" in cfg.ditcache_stack:
             ditcache.apply_dbcache_hook(module, self.dbcache_config(steps))
 
@@ -107,8 +106,3 @@ class DitCacheBackend(RuntimeBackend):
                 ditcache.remove_cache(module, "dbcache")
                 ditcache.apply_dbcache_hook(module, wanted)
         ditcache.refresh(module, num_steps)
-
-
-def _fields(config: Any) -> dict[str, Any]:
-    """The config's public fields (the private nested ``forecast`` mirrors the flat ``taylorseer*`` ones)."""
-    return {f.name: getattr(config, f.name) for f in attrs.fields(type(config)) if not f.name.startswith("_")}

@@ -68,8 +68,9 @@ class MagCacheConfig:
         )
 
 
-def to_ditcache(config: MagCacheConfig) -> ditcache.MagCacheConfig:
-    """The equivalent :class:`ditcache.MagCacheConfig`."""
+def to_ditcache(config: MagCacheConfig, overrides: Mapping[str, Any] | None = None) -> ditcache.MagCacheConfig:
+    """The equivalent :class:`ditcache.MagCacheConfig`; ``overrides`` sets further fields of
+    :class:`ditcache.MagCacheConfig` (e.g. ``taylorseer``)."""
     return ditcache.MagCacheConfig(
         threshold=float(config.threshold),
         max_skip_steps=config.max_skip_steps,
@@ -77,6 +78,7 @@ def to_ditcache(config: MagCacheConfig) -> ditcache.MagCacheConfig:
         num_inference_steps=config.num_inference_steps,
         mag_ratios=None if config.mag_ratios is None else tuple(config.mag_ratios),
         calibrate=config.mag_calibrate,
+        **dict(overrides or {}),
     )
 
 

@@ -56,13 +56,17 @@ class TeaCacheConfig:
         return cls(rel_l1_thresh=thresh, coefficients=coefficients, transformer_type=transformer_type)
 
 
-def to_ditcache(config: TeaCacheConfig, num_inference_steps: int | None = None) -> ditcache.TeaCacheConfig:
-    """The equivalent :class:`ditcache.TeaCacheConfig` (vLLM-Omni's ``abs()`` rule)."""
+def to_ditcache(
+    config: TeaCacheConfig, num_inference_steps: int | None = None, overrides: Mapping[str, Any] | None = None
+) -> ditcache.TeaCacheConfig:
+    """The equivalent :class:`ditcache.TeaCacheConfig` (vLLM-Omni's ``abs()`` rule); ``overrides`` sets further
+    fields of :class:`ditcache.TeaCacheConfig` (e.g. ``taylorseer``)."""
     return ditcache.TeaCacheConfig(
         rel_l1_thresh=float(config.rel_l1_thresh),
         coefficients=None if config.coefficients is None else tuple(config.coefficients),
         abs_rescaled=True,
         num_inference_steps=num_inference_steps,
+        **dict(overrides or {}),
     )
 
 
