@@ -38,6 +38,7 @@ from ditcache.backends.base import (
 )
 from ditcache.backends.cache_dit_adapters import ADAPTER_CONFIGS, CacheDiTAdapterConfig, find_adapter_config
 from ditcache.backends.data import DiffusionCacheConfig
+from ditcache.caches.step_masks import preset_available
 from ditcache.core.log import get_logger
 
 __all__ = [
@@ -56,6 +57,10 @@ __all__ = [
 ]
 
 logger = get_logger("ditcache.backends.cache_dit")
+
+scm_supported = preset_available
+"""Whether cache-dit's ``steps_mask`` builds masks for a step count (4, 6 or at least 8): the rule of
+:func:`ditcache.caches.step_masks.preset_available`, under this module's old name."""
 
 RefreshCacheContextFunc: TypeAlias = Callable[[Any, int, bool], None]
 """``refresh(pipeline, num_inference_steps, verbose)``: rebuild the cache contexts for a new request."""
@@ -102,11 +107,6 @@ def _resolve_calibrator_config(cache_config: DiffusionCacheConfig) -> TaylorSeer
     if not cache_config.enable_taylorseer:
         return None
     return TaylorSeerCalibratorConfig(taylorseer_order=cache_config.taylorseer_order)
-
-
-def scm_supported(num_inference_steps: int) -> bool:
-    """Whether cache-dit's ``steps_mask`` builds masks for this step count (4, 6 or at least 8)."""
-    return num_inference_steps >= 8 or num_inference_steps in (4, 6)
 
 
 def _check_block_counts(transformer: nn.Module, blocks: list[Any], values: Mapping[str, Any]) -> None:
@@ -164,7 +164,7 @@ def build_cache_context_refresh(
         fields: dict[str, Any] = {"num_inference_steps": n}
         policy = cache_config.scm_steps_mask_policy
         if policy is not None:
-            if scm_supported(n):
+            if preset_available(n):
                 fields["steps_computation_mask"] = cache_dit.steps_mask(mask_policy=policy, total_steps=n)
                 fields["steps_computation_policy"] = cache_config.scm_steps_policy
             else:

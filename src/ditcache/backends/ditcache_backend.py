@@ -22,12 +22,9 @@ from ditcache.backends.magcache.config import MagCacheConfig
 from ditcache.backends.magcache.config import to_ditcache as _mag_to_ditcache
 from ditcache.backends.teacache.config import TeaCacheConfig
 from ditcache.backends.teacache.config import to_ditcache as _tea_to_ditcache
+from ditcache.caches.step_masks import preset_available
 
 __all__ = ["DitCacheBackend"]
-
-
-def _scm_supported(n: int) -> bool:
-    return n >= 8 or n in (4, 6)
 
 
 class DitCacheBackend(RuntimeBackend):
@@ -62,7 +59,7 @@ class DitCacheBackend(RuntimeBackend):
         mask = cfg.scm_steps_mask_policy
         # No mask where the preset cannot be built: an unsupported step count, or no step count known yet (before
         # the first refresh), so that a request never fails halfway.
-        if mask is not None and (num_inference_steps is None or not _scm_supported(num_inference_steps)):
+        if mask is not None and (num_inference_steps is None or not preset_available(num_inference_steps)):
             mask = None
         return ditcache.DBCacheConfig(
             fn_compute_blocks=cfg.Fn_compute_blocks,
