@@ -103,21 +103,34 @@ def _boundary_ratio(pipeline: Any) -> float | None:
     return None if value is None else float(value)
 
 
+_SPLIT_MEMO: dict[tuple[Any, ...], tuple[int, int]] = {}
+_SPLIT_MEMO_SIZE = 256
+
+
 def split_inference_steps(pipeline: Any, num_inference_steps: int) -> tuple[int, int]:
     """``(high, low)``: how many of ``num_inference_steps`` steps a two-expert pipeline (Wan 2.2) runs on
     ``transformer`` (timesteps ``>= boundary_ratio * num_train_timesteps``) and on ``transformer_2``.
 
     The timesteps come from a copy of the pipeline's scheduler, so the pipeline is not changed. Without a
-    ``boundary_ratio`` every step is a high-noise step, as in the pipeline.
+    ``boundary_ratio`` every step is a high-noise step, as in the pipeline. The split is memoised per scheduler
+    class and config, step count and boundary, so a serving loop copies the scheduler once per step count.
     """
     ratio = _boundary_ratio(pipeline)
     if ratio is None:
         return num_inference_steps, 0
-    scheduler = copy.deepcopy(pipeline.scheduler)
+    scheduler = pipeline.scheduler
     boundary = ratio * scheduler.config.num_train_timesteps
-    scheduler.set_timesteps(num_inference_steps, device="cpu")
-    high = sum(1 for t in scheduler.timesteps if float(t) >= boundary)
-    return high, num_inference_steps - high
+    key = (type(scheduler), repr(sorted(dict(scheduler.config).items())), num_inference_steps, boundary)
+    split = _SPLIT_MEMO.get(key)
+    if split is None:
+        scheduler = copy.deepcopy(scheduler)
+        scheduler.set_timesteps(num_inference_steps, device="cpu")
+        high = sum(1 for t in scheduler.timesteps if float(t) >= boundary)
+        split = (high, num_inference_steps - high)
+        if len(_SPLIT_MEMO) >= _SPLIT_MEMO_SIZE:
+            _SPLIT_MEMO.clear()
+        _SPLIT_MEMO[key] = split
+    return split
 
 
 def check_steps(num_inference_steps: Any) -> int:
