@@ -31,6 +31,7 @@ __all__ = [
     "coerce_cache_config",
     "dit_module_names",
     "dit_modules",
+    "no_dit_module_error",
     "split_inference_steps",
 ]
 
@@ -77,15 +78,20 @@ def dit_module_names(pipeline: Any, default: tuple[str, ...] = _DEFAULT_DIT_MODU
     return tuple(out)
 
 
+def no_dit_module_error(pipeline: Any, backend: str = "cache") -> ValueError:
+    """The error for a pipeline without a DiT to cache, naming the pipeline and how to declare its DiTs."""
+    return ValueError(
+        f"{backend}: pipeline {type(pipeline).__name__} has no DiT module to cache: it has no 'transformer' "
+        "attribute; declare the attribute paths in pipeline._dit_modules (e.g. ['model']) or in "
+        "ditcache.backends.base.PIPELINE_DIT_MODULES"
+    )
+
+
 def dit_modules(pipeline: Any, backend: str = "cache") -> dict[str, nn.Module]:
     """The DiTs to cache, by attribute path; a ValueError naming the pipeline when there is none."""
     names = dit_module_names(pipeline)
     if not names:
-        raise ValueError(
-            f"{backend}: pipeline {type(pipeline).__name__} has no DiT module to cache: it has no 'transformer' "
-            "attribute; declare the attribute paths in pipeline._dit_modules (e.g. ['model']) or in "
-            "ditcache.backends.base.PIPELINE_DIT_MODULES"
-        )
+        raise no_dit_module_error(pipeline, backend)
     out: dict[str, nn.Module] = {}
     for name in names:
         module = operator.attrgetter(name)(pipeline)
@@ -154,15 +160,34 @@ class CacheBackend(abc.ABC):
     def __init__(self, config: DiffusionCacheConfig | Mapping[str, Any] | None = None) -> None:
         self.config: DiffusionCacheConfig = coerce_cache_config(config)
         self.enabled: bool = False
+        self._last_num_inference_steps: int | None = None
+        """The step count of the last refresh."""
 
     @abc.abstractmethod
     def enable(self, pipeline: Any) -> None:
         """Apply the cache to the pipeline's DiT(s); called once after loading. Raises on a bad config or an
         unsupported pipeline, leaving the pipeline unchanged."""
 
-    @abc.abstractmethod
     def refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool = True) -> None:
-        """Reset the cache state for a new request of ``num_inference_steps`` steps; call before every request."""
+        """Reset the cache state for a new request of ``num_inference_steps`` steps; call before every request.
+
+        ``num_inference_steps`` must be an int >= 1 (ValueError naming it otherwise). Before :meth:`enable` this
+        only logs a warning; otherwise the backend's :meth:`_refresh` does the work and the step count is kept.
+        """
+        steps = check_steps(num_inference_steps)
+        if not self._ready():
+            _log.warning("backend.refresh_skipped", backend=self.name, reason="not enabled")
+            return
+        self._refresh(pipeline, steps, verbose)
+        self._last_num_inference_steps = steps
+
+    def _ready(self) -> bool:
+        """Whether :meth:`refresh` has something to refresh (by default: the backend is enabled)."""
+        return bool(self.enabled)
+
+    @abc.abstractmethod
+    def _refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool) -> None:
+        """The backend's refresh for a request of ``num_inference_steps`` steps (checked, and the backend ready)."""
 
     def disable(self, pipeline: Any) -> None:  # noqa: B027 - optional, not abstract: vLLM-Omni's backends lack it
         """Remove the cache from the pipeline, restoring its modules exactly."""

@@ -31,9 +31,9 @@ from torch import nn
 
 from ditcache.backends.base import (
     CacheBackend,
-    check_steps,
     coerce_cache_config,
     dit_module_names,
+    no_dit_module_error,
     split_inference_steps,
 )
 from ditcache.backends.cache_dit_adapters import ADAPTER_CONFIGS, CacheDiTAdapterConfig, find_adapter_config
@@ -74,10 +74,7 @@ def default_get_pipeline_transformer(pipeline: Any) -> Any:
     """The pipeline's main DiT: the first of its DiT modules (``transformer`` unless it declares others)."""
     names = dit_module_names(pipeline)
     if not names:
-        raise ValueError(
-            f"cache_dit: pipeline {type(pipeline).__name__} has no DiT module: no 'transformer' attribute; declare "
-            "the attribute paths in pipeline._dit_modules"
-        )
+        raise no_dit_module_error(pipeline, "cache_dit")
     return operator.attrgetter(names[0])(pipeline)
 
 
@@ -305,7 +302,6 @@ class CacheDiTBackend(CacheBackend):
     def __init__(self, cache_config: DiffusionCacheConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__(cache_config)
         self._refresh_func: RefreshCacheContextFunc | None = None
-        self._last_num_inference_steps: int | None = None
         self._cache_targets: list[Any] = []
 
     @staticmethod
@@ -333,10 +329,7 @@ class CacheDiTBackend(CacheBackend):
         pipeline_name = type(pipeline).__name__
         names = dit_module_names(pipeline)
         if not names:
-            raise ValueError(
-                f"cache_dit: pipeline {pipeline_name} has no DiT module: no 'transformer' attribute; declare the "
-                "attribute paths in pipeline._dit_modules"
-            )
+            raise no_dit_module_error(pipeline, self.name)
         custom = pipeline_name in CUSTOM_DIT_ENABLERS
         if not custom:  # the generic path caches the declared DiTs, or ``transformer`` only
             names = dit_module_names(pipeline, default=("transformer",))
@@ -384,15 +377,14 @@ class CacheDiTBackend(CacheBackend):
             cache_config_overrides=overrides,
         )
 
-    def refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool = True) -> None:
-        """Rebuild the cache contexts for a request of ``num_inference_steps`` steps (every request: this also
-        clears the previous request's cached residuals; cache-dit's automatic refresh is off by one step)."""
-        steps = check_steps(num_inference_steps)
-        if not self.enabled or self._refresh_func is None:
-            logger.warning("cache_dit.refresh_skipped", reason="not enabled")
-            return
-        self._refresh_func(pipeline, steps, verbose)
-        self._last_num_inference_steps = steps
+    def _ready(self) -> bool:
+        return self.enabled and self._refresh_func is not None
+
+    def _refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool) -> None:
+        """Rebuild the cache contexts for the request's step count (every request: this also clears the previous
+        request's cached residuals; cache-dit's automatic refresh is off by one step)."""
+        assert self._refresh_func is not None
+        self._refresh_func(pipeline, num_inference_steps, verbose)
 
     def disable(self, pipeline: Any) -> None:
         """Remove cache-dit from the pipeline's DiTs (cache-dit restores their original forwards)."""
