@@ -24,6 +24,7 @@ from torch import nn
 
 from ditcache.backends.data import DiffusionCacheConfig
 from ditcache.core.log import get_logger
+from ditcache.core.validators import coerce_config, int_ge
 
 __all__ = [
     "PIPELINE_DIT_MODULES",
@@ -47,14 +48,9 @@ _DEFAULT_DIT_MODULES = ("transformer", "transformer_2")
 
 def coerce_cache_config(config: DiffusionCacheConfig | Mapping[str, Any] | None) -> DiffusionCacheConfig:
     """``config`` as a validated :class:`DiffusionCacheConfig` (None: the defaults; a dict: strict ``from_dict``)."""
-    if config is None:
-        return DiffusionCacheConfig()
-    if isinstance(config, DiffusionCacheConfig):
-        config.validate()
-        return config
-    if isinstance(config, Mapping):
-        return DiffusionCacheConfig.from_dict(config)
-    raise TypeError(f"cache_config: expected a DiffusionCacheConfig, a dict or None, got {type(config).__name__}")
+    out = coerce_config(DiffusionCacheConfig, config, name="cache_config", build=DiffusionCacheConfig.from_dict)
+    out.validate()  # the config is a mutable dataclass: check a given instance again
+    return out
 
 
 def dit_module_names(pipeline: Any, default: tuple[str, ...] = _DEFAULT_DIT_MODULES) -> tuple[str, ...]:
@@ -140,10 +136,9 @@ def split_inference_steps(pipeline: Any, num_inference_steps: int) -> tuple[int,
 
 
 def check_steps(num_inference_steps: Any) -> int:
-    """``num_inference_steps`` as a positive int, or a ValueError naming it."""
-    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps: expected a positive int, got {num_inference_steps!r}")
-    return num_inference_steps
+    """``num_inference_steps`` as an int >= 1, or a ValueError naming it."""
+    int_ge(1).check(num_inference_steps, "num_inference_steps")
+    return int(num_inference_steps)
 
 
 class CacheBackend(abc.ABC):

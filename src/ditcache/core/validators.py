@@ -268,16 +268,23 @@ class StrictConfig:
         return from_dict(cls, data)
 
 
-def coerce_config(cls: type[C], cfg: C | Mapping[str, Any] | None) -> C:
+def coerce_config(
+    cls: type[C],
+    cfg: C | Mapping[str, Any] | None,
+    *,
+    name: str = "cfg",
+    build: Callable[[Mapping[str, Any]], C] | None = None,
+) -> C:
     """``cfg`` as an instance of the config class ``cls``: None gives the defaults, a mapping goes through the
-    strict :func:`from_dict` (unknown keys refused), anything else is a TypeError naming ``cfg``."""
+    strict :func:`from_dict` (or ``build``, for a class that is not an attrs class), anything else is a TypeError
+    naming ``name``."""
     if cfg is None:
         return cls()
     if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, Mapping):
-        return from_dict(cls, cfg)
-    raise TypeError(f"cfg: expected a {cls.__name__}, a dict or None, got {type(cfg).__name__}")
+        return from_dict(cls, cfg) if build is None else build(cfg)
+    raise TypeError(f"{name}: expected a {cls.__name__}, a dict or None, got {type(cfg).__name__}")
 
 
 def accept_aliases(cls: type[C]) -> type[C]:
