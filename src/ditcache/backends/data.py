@@ -15,16 +15,15 @@ One field is ditcache's own: ``ditcache_stack``, the caches the ``"ditcache"`` b
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ditcache.core.validators import Rule, finite, int_ge, is_bool, one_of, optional
+from ditcache.core.validators import Rule, check_keys, closest_names, finite, int_ge, is_bool, one_of, optional
 
-__all__ = ["DITCACHE_STACK_CACHES", "DiffusionCacheConfig", "suggest_keys"]
+__all__ = ["DITCACHE_STACK_CACHES", "DiffusionCacheConfig"]
 
 SCM_MASK_POLICIES = ("slow", "medium", "fast", "ultra")
 """cache-dit's step-computation-mask presets (``scm_steps_mask_policy``)."""
@@ -32,25 +31,6 @@ SCM_STEPS_POLICIES = ("dynamic", "static")
 FORCE_REFRESH_POLICIES = ("once", "repeat")
 DITCACHE_STACK_CACHES = ("tea_cache", "mag_cache", "db_cache")
 """What ``ditcache_stack`` may list: at most one step-level cache (TeaCache or MagCache) and DBCache."""
-
-
-def suggest_keys(key: str, valid: Sequence[str]) -> list[str]:
-    """The valid keys closest to ``key`` (difflib), best first; case-insensitive near misses included."""
-    lowered = {v.lower(): v for v in valid}
-    close = difflib.get_close_matches(key.lower(), list(lowered), n=3, cutoff=0.5)
-    out = [lowered[c] for c in close]
-    for v in valid:  # a key that is part of a field name ("threshold" -> "mag_threshold") is a likely intent
-        if key.lower() in v.lower() and v not in out:
-            out.append(v)
-    return out[:4]
-
-
-def _unknown_key_error(cls_name: str, keys: Sequence[str], valid: Sequence[str]) -> ValueError:
-    parts = []
-    for key in keys:
-        hint = suggest_keys(str(key), valid)
-        parts.append(f"{key!r}" + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
-    return ValueError(f"{cls_name}: unknown key(s) {', '.join(parts)}; valid keys: {sorted(valid)}")
 
 
 @dataclass
@@ -127,10 +107,7 @@ class DiffusionCacheConfig:
         """Build from a dict; an unknown key is a ValueError naming it and the closest valid keys."""
         if not isinstance(data, Mapping):
             raise TypeError(f"DiffusionCacheConfig: expected a dict of cache settings, got {type(data).__name__}")
-        valid = cls.field_names()
-        unknown = [k for k in data if k not in valid]
-        if unknown:
-            raise _unknown_key_error(cls.__name__, [str(k) for k in unknown], valid)
+        check_keys(cls, data, cls.field_names())
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +118,7 @@ class DiffusionCacheConfig:
         # Only called for missing attributes: name the closest fields instead of storing or returning extras.
         if name.startswith("_"):
             raise AttributeError(name)
-        hint = suggest_keys(name, self.field_names())
+        hint = closest_names(name, self.field_names())
         raise AttributeError(
             f"DiffusionCacheConfig has no setting {name!r}"
             + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else "")
@@ -207,7 +184,7 @@ class DiffusionCacheConfig:
             )
         for name in stack:
             if name not in DITCACHE_STACK_CACHES:
-                hint = suggest_keys(str(name), DITCACHE_STACK_CACHES)
+                hint = closest_names(str(name), DITCACHE_STACK_CACHES)
                 raise ValueError(
                     f"DiffusionCacheConfig.ditcache_stack: unknown cache {name!r}"
                     + (f" (did you mean {hint[0]!r}?)" if hint else "")
@@ -225,10 +202,7 @@ class DiffusionCacheConfig:
 def _strict_init(init: Any) -> Any:
     @functools.wraps(init)
     def __init__(self: DiffusionCacheConfig, *args: Any, **kwargs: Any) -> None:
-        valid = DiffusionCacheConfig.field_names()
-        unknown = [k for k in kwargs if k not in valid]
-        if unknown:
-            raise _unknown_key_error("DiffusionCacheConfig", unknown, valid)
+        check_keys(DiffusionCacheConfig, kwargs, DiffusionCacheConfig.field_names())
         init(self, *args, **kwargs)
 
     return __init__
