@@ -17,7 +17,7 @@ from typing import Any
 from torch import nn
 
 import ditcache
-from ditcache.backends.base import CacheBackend, check_steps, dit_modules
+from ditcache.backends.base import CacheBackend, dit_modules
 from ditcache.backends.data import DiffusionCacheConfig
 from ditcache.core.cache import GenerationStats
 from ditcache.core.log import get_logger
@@ -36,7 +36,6 @@ class RuntimeBackend(CacheBackend):
     def __init__(self, config: DiffusionCacheConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__(config)
         self._modules: dict[str, nn.Module] = {}
-        self._last_num_inference_steps: int | None = None
 
     # ------------------------------------------------------------------ for subclasses
     @abc.abstractmethod
@@ -80,11 +79,8 @@ class RuntimeBackend(CacheBackend):
         self.enabled = True
         _log.info("backend.enabled", backend=self.name, pipeline=type(pipeline).__name__, modules=list(modules))
 
-    def refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool = True) -> None:
-        steps = check_steps(num_inference_steps)
-        if not self.enabled:
-            _log.warning("backend.refresh_skipped", backend=self.name, reason="not enabled")
-            return
+    def _refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool) -> None:
+        steps = num_inference_steps
         current = dit_modules(pipeline, self.name)
         if {n: id(m) for n, m in current.items()} != {n: id(m) for n, m in self._modules.items()}:
             # The pipeline's DiTs were replaced (a reload): cache the new ones.
@@ -94,7 +90,6 @@ class RuntimeBackend(CacheBackend):
             self.enable(pipeline)
         for name, module in self._modules.items():
             self._refresh_module(name, module, steps)
-        self._last_num_inference_steps = steps
         if verbose:
             _log.info("backend.refreshed", backend=self.name, num_inference_steps=steps, modules=list(self._modules))
 

@@ -9,7 +9,7 @@ Which modules of a pipeline are cached (:func:`dit_modules`): the names in ``pip
 pipeline declares them (dotted paths allowed, vLLM-Omni's convention), else those of
 :data:`PIPELINE_DIT_MODULES` for the pipeline's class, else ``transformer`` and, when present, ``transformer_2``
 (Wan 2.2's low-noise expert). A two-expert pipeline with a ``boundary_ratio`` runs each request's steps partly on
-one expert and partly on the other; :func:`steps_per_module` splits the step count the way the pipeline will.
+one expert and partly on the other; :func:`split_inference_steps` splits the step count the way the pipeline will.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import nn
 
 from ditcache.backends.data import DiffusionCacheConfig
 from ditcache.core.log import get_logger
+from ditcache.core.validators import coerce_config, int_ge
 
 __all__ = [
     "PIPELINE_DIT_MODULES",
@@ -31,8 +32,8 @@ __all__ = [
     "coerce_cache_config",
     "dit_module_names",
     "dit_modules",
+    "no_dit_module_error",
     "split_inference_steps",
-    "steps_per_module",
 ]
 
 _log = get_logger("ditcache.backends")
@@ -47,14 +48,9 @@ _DEFAULT_DIT_MODULES = ("transformer", "transformer_2")
 
 def coerce_cache_config(config: DiffusionCacheConfig | Mapping[str, Any] | None) -> DiffusionCacheConfig:
     """``config`` as a validated :class:`DiffusionCacheConfig` (None: the defaults; a dict: strict ``from_dict``)."""
-    if config is None:
-        return DiffusionCacheConfig()
-    if isinstance(config, DiffusionCacheConfig):
-        config.validate()
-        return config
-    if isinstance(config, Mapping):
-        return DiffusionCacheConfig.from_dict(config)
-    raise TypeError(f"cache_config: expected a DiffusionCacheConfig, a dict or None, got {type(config).__name__}")
+    out = coerce_config(DiffusionCacheConfig, config, name="cache_config", build=DiffusionCacheConfig.from_dict)
+    out.validate()  # the config is a mutable dataclass: check a given instance again
+    return out
 
 
 def dit_module_names(pipeline: Any, default: tuple[str, ...] = _DEFAULT_DIT_MODULES) -> tuple[str, ...]:
@@ -78,15 +74,20 @@ def dit_module_names(pipeline: Any, default: tuple[str, ...] = _DEFAULT_DIT_MODU
     return tuple(out)
 
 
+def no_dit_module_error(pipeline: Any, backend: str = "cache") -> ValueError:
+    """The error for a pipeline without a DiT to cache, naming the pipeline and how to declare its DiTs."""
+    return ValueError(
+        f"{backend}: pipeline {type(pipeline).__name__} has no DiT module to cache: it has no 'transformer' "
+        "attribute; declare the attribute paths in pipeline._dit_modules (e.g. ['model']) or in "
+        "ditcache.backends.base.PIPELINE_DIT_MODULES"
+    )
+
+
 def dit_modules(pipeline: Any, backend: str = "cache") -> dict[str, nn.Module]:
     """The DiTs to cache, by attribute path; a ValueError naming the pipeline when there is none."""
     names = dit_module_names(pipeline)
     if not names:
-        raise ValueError(
-            f"{backend}: pipeline {type(pipeline).__name__} has no DiT module to cache: it has no 'transformer' "
-            "attribute; declare the attribute paths in pipeline._dit_modules (e.g. ['model']) or in "
-            "ditcache.backends.base.PIPELINE_DIT_MODULES"
-        )
+        raise no_dit_module_error(pipeline, backend)
     out: dict[str, nn.Module] = {}
     for name in names:
         module = operator.attrgetter(name)(pipeline)
@@ -104,39 +105,40 @@ def _boundary_ratio(pipeline: Any) -> float | None:
     return None if value is None else float(value)
 
 
+_SPLIT_MEMO: dict[tuple[Any, ...], tuple[int, int]] = {}
+_SPLIT_MEMO_SIZE = 256
+
+
 def split_inference_steps(pipeline: Any, num_inference_steps: int) -> tuple[int, int]:
     """``(high, low)``: how many of ``num_inference_steps`` steps a two-expert pipeline (Wan 2.2) runs on
     ``transformer`` (timesteps ``>= boundary_ratio * num_train_timesteps``) and on ``transformer_2``.
 
     The timesteps come from a copy of the pipeline's scheduler, so the pipeline is not changed. Without a
-    ``boundary_ratio`` every step is a high-noise step, as in the pipeline.
+    ``boundary_ratio`` every step is a high-noise step, as in the pipeline. The split is memoised per scheduler
+    class and config, step count and boundary, so a serving loop copies the scheduler once per step count.
     """
     ratio = _boundary_ratio(pipeline)
     if ratio is None:
         return num_inference_steps, 0
-    scheduler = copy.deepcopy(pipeline.scheduler)
+    scheduler = pipeline.scheduler
     boundary = ratio * scheduler.config.num_train_timesteps
-    scheduler.set_timesteps(num_inference_steps, device="cpu")
-    high = sum(1 for t in scheduler.timesteps if float(t) >= boundary)
-    return high, num_inference_steps - high
-
-
-def steps_per_module(pipeline: Any, names: tuple[str, ...], num_inference_steps: int) -> dict[str, int]:
-    """The step count each cached DiT sees in a request of ``num_inference_steps`` steps (0: not called)."""
-    if "transformer" in names and "transformer_2" in names:
-        high, low = split_inference_steps(pipeline, num_inference_steps)
-        return {
-            name: high if name == "transformer" else low if name == "transformer_2" else num_inference_steps
-            for name in names
-        }
-    return dict.fromkeys(names, num_inference_steps)
+    key = (type(scheduler), repr(sorted(dict(scheduler.config).items())), num_inference_steps, boundary)
+    split = _SPLIT_MEMO.get(key)
+    if split is None:
+        scheduler = copy.deepcopy(scheduler)
+        scheduler.set_timesteps(num_inference_steps, device="cpu")
+        high = sum(1 for t in scheduler.timesteps if float(t) >= boundary)
+        split = (high, num_inference_steps - high)
+        if len(_SPLIT_MEMO) >= _SPLIT_MEMO_SIZE:
+            _SPLIT_MEMO.clear()
+        _SPLIT_MEMO[key] = split
+    return split
 
 
 def check_steps(num_inference_steps: Any) -> int:
-    """``num_inference_steps`` as a positive int, or a ValueError naming it."""
-    if not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps: expected a positive int, got {num_inference_steps!r}")
-    return num_inference_steps
+    """``num_inference_steps`` as an int >= 1, or a ValueError naming it."""
+    int_ge(1).check(num_inference_steps, "num_inference_steps")
+    return int(num_inference_steps)
 
 
 class CacheBackend(abc.ABC):
@@ -153,15 +155,34 @@ class CacheBackend(abc.ABC):
     def __init__(self, config: DiffusionCacheConfig | Mapping[str, Any] | None = None) -> None:
         self.config: DiffusionCacheConfig = coerce_cache_config(config)
         self.enabled: bool = False
+        self._last_num_inference_steps: int | None = None
+        """The step count of the last refresh."""
 
     @abc.abstractmethod
     def enable(self, pipeline: Any) -> None:
         """Apply the cache to the pipeline's DiT(s); called once after loading. Raises on a bad config or an
         unsupported pipeline, leaving the pipeline unchanged."""
 
-    @abc.abstractmethod
     def refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool = True) -> None:
-        """Reset the cache state for a new request of ``num_inference_steps`` steps; call before every request."""
+        """Reset the cache state for a new request of ``num_inference_steps`` steps; call before every request.
+
+        ``num_inference_steps`` must be an int >= 1 (ValueError naming it otherwise). Before :meth:`enable` this
+        only logs a warning; otherwise the backend's :meth:`_refresh` does the work and the step count is kept.
+        """
+        steps = check_steps(num_inference_steps)
+        if not self._ready():
+            _log.warning("backend.refresh_skipped", backend=self.name, reason="not enabled")
+            return
+        self._refresh(pipeline, steps, verbose)
+        self._last_num_inference_steps = steps
+
+    def _ready(self) -> bool:
+        """Whether :meth:`refresh` has something to refresh (by default: the backend is enabled)."""
+        return bool(self.enabled)
+
+    @abc.abstractmethod
+    def _refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool) -> None:
+        """The backend's refresh for a request of ``num_inference_steps`` steps (checked, and the backend ready)."""
 
     def disable(self, pipeline: Any) -> None:  # noqa: B027 - optional, not abstract: vLLM-Omni's backends lack it
         """Remove the cache from the pipeline, restoring its modules exactly."""

@@ -31,13 +31,14 @@ from torch import nn
 
 from ditcache.backends.base import (
     CacheBackend,
-    check_steps,
     coerce_cache_config,
     dit_module_names,
+    no_dit_module_error,
     split_inference_steps,
 )
 from ditcache.backends.cache_dit_adapters import ADAPTER_CONFIGS, CacheDiTAdapterConfig, find_adapter_config
 from ditcache.backends.data import DiffusionCacheConfig
+from ditcache.caches.step_masks import preset_available
 from ditcache.core.log import get_logger
 
 __all__ = [
@@ -57,6 +58,10 @@ __all__ = [
 
 logger = get_logger("ditcache.backends.cache_dit")
 
+scm_supported = preset_available
+"""Whether cache-dit's ``steps_mask`` builds masks for a step count (4, 6 or at least 8): the rule of
+:func:`ditcache.caches.step_masks.preset_available`, under this module's old name."""
+
 RefreshCacheContextFunc: TypeAlias = Callable[[Any, int, bool], None]
 """``refresh(pipeline, num_inference_steps, verbose)``: rebuild the cache contexts for a new request."""
 
@@ -69,10 +74,7 @@ def default_get_pipeline_transformer(pipeline: Any) -> Any:
     """The pipeline's main DiT: the first of its DiT modules (``transformer`` unless it declares others)."""
     names = dit_module_names(pipeline)
     if not names:
-        raise ValueError(
-            f"cache_dit: pipeline {type(pipeline).__name__} has no DiT module: no 'transformer' attribute; declare "
-            "the attribute paths in pipeline._dit_modules"
-        )
+        raise no_dit_module_error(pipeline, "cache_dit")
     return operator.attrgetter(names[0])(pipeline)
 
 
@@ -102,11 +104,6 @@ def _resolve_calibrator_config(cache_config: DiffusionCacheConfig) -> TaylorSeer
     if not cache_config.enable_taylorseer:
         return None
     return TaylorSeerCalibratorConfig(taylorseer_order=cache_config.taylorseer_order)
-
-
-def scm_supported(num_inference_steps: int) -> bool:
-    """Whether cache-dit's ``steps_mask`` builds masks for this step count (4, 6 or at least 8)."""
-    return num_inference_steps >= 8 or num_inference_steps in (4, 6)
 
 
 def _check_block_counts(transformer: nn.Module, blocks: list[Any], values: Mapping[str, Any]) -> None:
@@ -164,7 +161,7 @@ def build_cache_context_refresh(
         fields: dict[str, Any] = {"num_inference_steps": n}
         policy = cache_config.scm_steps_mask_policy
         if policy is not None:
-            if scm_supported(n):
+            if preset_available(n):
                 fields["steps_computation_mask"] = cache_dit.steps_mask(mask_policy=policy, total_steps=n)
                 fields["steps_computation_policy"] = cache_config.scm_steps_policy
             else:
@@ -305,7 +302,6 @@ class CacheDiTBackend(CacheBackend):
     def __init__(self, cache_config: DiffusionCacheConfig | Mapping[str, Any] | None = None) -> None:
         super().__init__(cache_config)
         self._refresh_func: RefreshCacheContextFunc | None = None
-        self._last_num_inference_steps: int | None = None
         self._cache_targets: list[Any] = []
 
     @staticmethod
@@ -333,10 +329,7 @@ class CacheDiTBackend(CacheBackend):
         pipeline_name = type(pipeline).__name__
         names = dit_module_names(pipeline)
         if not names:
-            raise ValueError(
-                f"cache_dit: pipeline {pipeline_name} has no DiT module: no 'transformer' attribute; declare the "
-                "attribute paths in pipeline._dit_modules"
-            )
+            raise no_dit_module_error(pipeline, self.name)
         custom = pipeline_name in CUSTOM_DIT_ENABLERS
         if not custom:  # the generic path caches the declared DiTs, or ``transformer`` only
             names = dit_module_names(pipeline, default=("transformer",))
@@ -384,15 +377,14 @@ class CacheDiTBackend(CacheBackend):
             cache_config_overrides=overrides,
         )
 
-    def refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool = True) -> None:
-        """Rebuild the cache contexts for a request of ``num_inference_steps`` steps (every request: this also
-        clears the previous request's cached residuals; cache-dit's automatic refresh is off by one step)."""
-        steps = check_steps(num_inference_steps)
-        if not self.enabled or self._refresh_func is None:
-            logger.warning("cache_dit.refresh_skipped", reason="not enabled")
-            return
-        self._refresh_func(pipeline, steps, verbose)
-        self._last_num_inference_steps = steps
+    def _ready(self) -> bool:
+        return self.enabled and self._refresh_func is not None
+
+    def _refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool) -> None:
+        """Rebuild the cache contexts for the request's step count (every request: this also clears the previous
+        request's cached residuals; cache-dit's automatic refresh is off by one step)."""
+        assert self._refresh_func is not None
+        self._refresh_func(pipeline, num_inference_steps, verbose)
 
     def disable(self, pipeline: Any) -> None:
         """Remove cache-dit from the pipeline's DiTs (cache-dit restores their original forwards)."""

@@ -15,14 +15,15 @@ One field is ditcache's own: ``ditcache_stack``, the caches the ``"ditcache"`` b
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["DITCACHE_STACK_CACHES", "DiffusionCacheConfig", "suggest_keys"]
+from ditcache.core.validators import Rule, check_keys, closest_names, finite, int_ge, is_bool, one_of, optional
+
+__all__ = ["DITCACHE_STACK_CACHES", "DiffusionCacheConfig"]
 
 SCM_MASK_POLICIES = ("slow", "medium", "fast", "ultra")
 """cache-dit's step-computation-mask presets (``scm_steps_mask_policy``)."""
@@ -30,25 +31,6 @@ SCM_STEPS_POLICIES = ("dynamic", "static")
 FORCE_REFRESH_POLICIES = ("once", "repeat")
 DITCACHE_STACK_CACHES = ("tea_cache", "mag_cache", "db_cache")
 """What ``ditcache_stack`` may list: at most one step-level cache (TeaCache or MagCache) and DBCache."""
-
-
-def suggest_keys(key: str, valid: Sequence[str]) -> list[str]:
-    """The valid keys closest to ``key`` (difflib), best first; case-insensitive near misses included."""
-    lowered = {v.lower(): v for v in valid}
-    close = difflib.get_close_matches(key.lower(), list(lowered), n=3, cutoff=0.5)
-    out = [lowered[c] for c in close]
-    for v in valid:  # a key that is part of a field name ("threshold" -> "mag_threshold") is a likely intent
-        if key.lower() in v.lower() and v not in out:
-            out.append(v)
-    return out[:4]
-
-
-def _unknown_key_error(cls_name: str, keys: Sequence[str], valid: Sequence[str]) -> ValueError:
-    parts = []
-    for key in keys:
-        hint = suggest_keys(str(key), valid)
-        parts.append(f"{key!r}" + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else ""))
-    return ValueError(f"{cls_name}: unknown key(s) {', '.join(parts)}; valid keys: {sorted(valid)}")
 
 
 @dataclass
@@ -125,10 +107,7 @@ class DiffusionCacheConfig:
         """Build from a dict; an unknown key is a ValueError naming it and the closest valid keys."""
         if not isinstance(data, Mapping):
             raise TypeError(f"DiffusionCacheConfig: expected a dict of cache settings, got {type(data).__name__}")
-        valid = cls.field_names()
-        unknown = [k for k in data if k not in valid]
-        if unknown:
-            raise _unknown_key_error(cls.__name__, [str(k) for k in unknown], valid)
+        check_keys(cls, data, cls.field_names())
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,7 +118,7 @@ class DiffusionCacheConfig:
         # Only called for missing attributes: name the closest fields instead of storing or returning extras.
         if name.startswith("_"):
             raise AttributeError(name)
-        hint = suggest_keys(name, self.field_names())
+        hint = closest_names(name, self.field_names())
         raise AttributeError(
             f"DiffusionCacheConfig has no setting {name!r}"
             + (f" (did you mean {', '.join(map(repr, hint))}?)" if hint else "")
@@ -148,7 +127,7 @@ class DiffusionCacheConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Check every value; raise ValueError (or TypeError) naming the field and what it allows."""
-        _opt_positive(self, "rel_l1_thresh")
+        _check(self, "rel_l1_thresh", optional(finite(gt=0)))
         if self.coefficients is not None:
             values = _numbers(self, "coefficients")
             if len(values) != 5:
@@ -156,40 +135,34 @@ class DiffusionCacheConfig:
                     f"DiffusionCacheConfig.coefficients: expected 5 numbers [c4, c3, c2, c1, c0] (highest power "
                     f"first), got {len(values)}"
                 )
-        _positive(self, "mag_threshold")
-        _int_at_least(self, "mag_max_skip_steps", 1)
-        r = self.mag_retention_ratio
-        if not _is_number(r) or not 0.0 < float(r) < 1.0:
-            raise ValueError(f"DiffusionCacheConfig.mag_retention_ratio: expected a number in (0, 1), got {r!r}")
+        _check(self, "mag_threshold", finite(gt=0))
+        _check(self, "mag_max_skip_steps", int_ge(1))
+        _check(self, "mag_retention_ratio", finite(gt=0, lt=1))
         if self.mag_ratios is not None:
             ratios = _numbers(self, "mag_ratios")
             if not ratios or any(v <= 0 for v in ratios):
                 raise ValueError(
                     f"DiffusionCacheConfig.mag_ratios: expected a non-empty list of positive numbers, got {ratios!r}"
                 )
-        _bool(self, "mag_calibrate")
+        _check(self, "mag_calibrate", is_bool)
         if self.mag_calibrate and self.mag_ratios is not None:
             raise ValueError(
                 "DiffusionCacheConfig.mag_calibrate: a calibration run measures the ratios; unset mag_ratios"
             )
-        _int_at_least(self, "Fn_compute_blocks", 1)
-        _int_at_least(self, "Bn_compute_blocks", 0)
-        _int_at_least(self, "max_warmup_steps", 0)
-        _int_at_least(self, "max_cached_steps", -1)
-        _int_at_least(self, "max_continuous_cached_steps", -1)
-        rdt = self.residual_diff_threshold
-        if not _is_number(rdt) or not math.isfinite(float(rdt)):
-            raise ValueError(f"DiffusionCacheConfig.residual_diff_threshold: expected a finite number, got {rdt!r}")
-        _bool(self, "enable_taylorseer")
-        _int_at_least(self, "taylorseer_order", 1)
-        _choice(self, "scm_steps_mask_policy", (None, *SCM_MASK_POLICIES))
-        _choice(self, "scm_steps_policy", SCM_STEPS_POLICIES)
-        if self.num_inference_steps is not None:
-            _int_at_least(self, "num_inference_steps", 1)
-        if self.force_refresh_step_hint is not None:
-            _int_at_least(self, "force_refresh_step_hint", 1)
-        _choice(self, "force_refresh_step_policy", FORCE_REFRESH_POLICIES)
-        _bool(self, "step_cache_dit_enabled")
+        _check(self, "Fn_compute_blocks", int_ge(1))
+        _check(self, "Bn_compute_blocks", int_ge(0))
+        _check(self, "max_warmup_steps", int_ge(0))
+        _check(self, "max_cached_steps", int_ge(-1))
+        _check(self, "max_continuous_cached_steps", int_ge(-1))
+        _check(self, "residual_diff_threshold", finite())
+        _check(self, "enable_taylorseer", is_bool)
+        _check(self, "taylorseer_order", int_ge(1))
+        _check(self, "scm_steps_mask_policy", one_of((None, *SCM_MASK_POLICIES)))
+        _check(self, "scm_steps_policy", one_of(SCM_STEPS_POLICIES))
+        _check(self, "num_inference_steps", optional(int_ge(1)))
+        _check(self, "force_refresh_step_hint", optional(int_ge(1)))
+        _check(self, "force_refresh_step_policy", one_of(FORCE_REFRESH_POLICIES))
+        _check(self, "step_cache_dit_enabled", is_bool)
         sims = _numbers(self, "velocity_sim_thresholds")
         counts = self.velocity_skip_countdowns
         if not isinstance(counts, (list, tuple)) or not all(_is_int(c) and c >= 1 for c in counts):
@@ -201,8 +174,8 @@ class DiffusionCacheConfig:
                 "DiffusionCacheConfig.velocity_sim_thresholds: must have as many entries as velocity_skip_countdowns "
                 f"({len(sims)} != {len(counts)})"
             )
-        _int_at_least(self, "step_cache_dit_min_history", 1)
-        _int_at_least(self, "step_cache_dit_max_history", 1)
+        _check(self, "step_cache_dit_min_history", int_ge(1))
+        _check(self, "step_cache_dit_max_history", int_ge(1))
         stack = self.ditcache_stack
         if isinstance(stack, str) or not isinstance(stack, (list, tuple)) or not stack:
             raise ValueError(
@@ -211,7 +184,7 @@ class DiffusionCacheConfig:
             )
         for name in stack:
             if name not in DITCACHE_STACK_CACHES:
-                hint = suggest_keys(str(name), DITCACHE_STACK_CACHES)
+                hint = closest_names(str(name), DITCACHE_STACK_CACHES)
                 raise ValueError(
                     f"DiffusionCacheConfig.ditcache_stack: unknown cache {name!r}"
                     + (f" (did you mean {hint[0]!r}?)" if hint else "")
@@ -229,10 +202,7 @@ class DiffusionCacheConfig:
 def _strict_init(init: Any) -> Any:
     @functools.wraps(init)
     def __init__(self: DiffusionCacheConfig, *args: Any, **kwargs: Any) -> None:
-        valid = DiffusionCacheConfig.field_names()
-        unknown = [k for k in kwargs if k not in valid]
-        if unknown:
-            raise _unknown_key_error("DiffusionCacheConfig", unknown, valid)
+        check_keys(DiffusionCacheConfig, kwargs, DiffusionCacheConfig.field_names())
         init(self, *args, **kwargs)
 
     return __init__
@@ -254,33 +224,8 @@ def _name(cfg: Any, name: str) -> str:
     return f"{type(cfg).__name__}.{name}"
 
 
-def _int_at_least(cfg: Any, name: str, low: int) -> None:
-    value = getattr(cfg, name)
-    if not _is_int(value) or value < low:
-        raise ValueError(f"{_name(cfg, name)}: expected an int >= {low}, got {value!r}")
-
-
-def _positive(cfg: Any, name: str) -> None:
-    value = getattr(cfg, name)
-    if not _is_number(value) or not math.isfinite(float(value)) or value <= 0:
-        raise ValueError(f"{_name(cfg, name)}: expected a finite number > 0, got {value!r}")
-
-
-def _opt_positive(cfg: Any, name: str) -> None:
-    if getattr(cfg, name) is not None:
-        _positive(cfg, name)
-
-
-def _bool(cfg: Any, name: str) -> None:
-    value = getattr(cfg, name)
-    if not isinstance(value, bool):
-        raise TypeError(f"{_name(cfg, name)}: expected True or False, got {value!r}")
-
-
-def _choice(cfg: Any, name: str, allowed: Sequence[Any]) -> None:
-    value = getattr(cfg, name)
-    if value not in allowed:
-        raise ValueError(f"{_name(cfg, name)}: expected one of {list(allowed)}, got {value!r}")
+def _check(cfg: Any, name: str, rule: Rule) -> None:
+    rule.check(getattr(cfg, name), _name(cfg, name))
 
 
 def _numbers(cfg: Any, name: str) -> list[float]:

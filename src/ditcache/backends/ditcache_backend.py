@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 from torch import nn
 
 import ditcache
@@ -23,12 +22,9 @@ from ditcache.backends.magcache.config import MagCacheConfig
 from ditcache.backends.magcache.config import to_ditcache as _mag_to_ditcache
 from ditcache.backends.teacache.config import TeaCacheConfig
 from ditcache.backends.teacache.config import to_ditcache as _tea_to_ditcache
+from ditcache.caches.step_masks import preset_available
 
 __all__ = ["DitCacheBackend"]
-
-
-def _scm_supported(n: int) -> bool:
-    return n >= 8 or n in (4, 6)
 
 
 class DitCacheBackend(RuntimeBackend):
@@ -63,7 +59,7 @@ class DitCacheBackend(RuntimeBackend):
         mask = cfg.scm_steps_mask_policy
         # No mask where the preset cannot be built: an unsupported step count, or no step count known yet (before
         # the first refresh), so that a request never fails halfway.
-        if mask is not None and (num_inference_steps is None or not _scm_supported(num_inference_steps)):
+        if mask is not None and (num_inference_steps is None or not preset_available(num_inference_steps)):
             mask = None
         return ditcache.DBCacheConfig(
             fn_compute_blocks=cfg.Fn_compute_blocks,
@@ -90,11 +86,11 @@ class DitCacheBackend(RuntimeBackend):
         cfg = self.config
         steps = cfg.num_inference_steps
         if "tea_cache" in cfg.ditcache_stack:
-            tea = _tea_to_ditcache(TeaCacheConfig.from_diffusion_config(cfg), steps)
-            ditcache.apply_teacache_hook(module, tea.__class__(**{**_fields(tea), **self._step_taylorseer()}))
+            tea = _tea_to_ditcache(TeaCacheConfig.from_diffusion_config(cfg), steps, self._step_taylorseer())
+            ditcache.apply_teacache_hook(module, tea)
         if "mag_cache" in cfg.ditcache_stack:
-            mag = _mag_to_ditcache(MagCacheConfig.from_diffusion_config(cfg))
-            ditcache.apply_magcache_hook(module, mag.__class__(**{**_fields(mag), **self._step_taylorseer()}))
+            mag = _mag_to_ditcache(MagCacheConfig.from_diffusion_config(cfg), self._step_taylorseer())
+            ditcache.apply_magcache_hook(module, mag)
         if "db_cache" in cfg.ditcache_stack:
             ditcache.apply_dbcache_hook(module, self.dbcache_config(steps))
 
@@ -107,8 +103,3 @@ class DitCacheBackend(RuntimeBackend):
                 ditcache.remove_cache(module, "dbcache")
                 ditcache.apply_dbcache_hook(module, wanted)
         ditcache.refresh(module, num_steps)
-
-
-def _fields(config: Any) -> dict[str, Any]:
-    """The config's public fields (the private nested ``forecast`` mirrors the flat ``taylorseer*`` ones)."""
-    return {f.name: getattr(config, f.name) for f in attrs.fields(type(config)) if not f.name.startswith("_")}

@@ -44,7 +44,11 @@ __all__ = [
 _log = get_logger("ditcache.backends.prompt_embed_cache")
 
 ENV_ENABLE = "OMNI_DIFFUSION_PROMPT_EMBED_CACHE"
+"""Environment variable that turns the prompt-embedding cache on (``1``/``true``/``yes``/``on``) or off
+(``0``/``false``/``no``/``off``), overriding the ``enable`` argument; any other value is ignored with a warning."""
 ENV_SIZE = "OMNI_DIFFUSION_PROMPT_EMBED_CACHE_SIZE"
+"""Environment variable giving the cache's maximum number of entries (a positive int), overriding ``max_size``; a
+non-int is ignored with a warning, an int <= 0 is ignored."""
 DEFAULT_MAX_SIZE = 32
 
 _EMBED_ARGS = (

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ditcache.backends.base import CacheBackend, coerce_cache_config
-from ditcache.backends.data import DiffusionCacheConfig, suggest_keys
+from ditcache.backends.data import DiffusionCacheConfig
+from ditcache.core.validators import closest_names
 
 __all__ = ["SUPPORTED_BACKENDS", "get_cache_backend"]
 
@@ -62,7 +63,7 @@ def get_cache_backend(
         from ditcache.backends.ditcache_backend import DitCacheBackend
 
         return DitCacheBackend(cache_config)
-    hint = suggest_keys(cache_backend.replace("-", "_"), SUPPORTED_BACKENDS)
+    hint = closest_names(cache_backend.replace("-", "_"), SUPPORTED_BACKENDS)
     raise ValueError(
         f"cache_backend: unsupported cache backend {cache_backend!r}"
         + (f" (did you mean {hint[0]!r}?)" if hint else "")

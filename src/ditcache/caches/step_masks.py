@@ -39,6 +39,7 @@ __all__ = [
     "SCM_PRESETS",
     "leading_compute_steps",
     "mask_from_bins",
+    "preset_available",
     "preset_mask",
     "resolve_mask",
     "validate_mask",
@@ -158,9 +159,16 @@ def _grow(compute: list[int], cache: list[int], target: int) -> None:
         compute[-1] += 1
 
 
+def preset_available(num_steps: int) -> bool:
+    """Whether the preset masks (:data:`SCM_PRESETS`) exist for ``num_steps`` steps: 4, 6 or at least 8, as in
+    cache-dit's ``steps_mask``. The one statement of this rule; serving backends use it to run a request of
+    another step count without a mask."""
+    return num_steps >= 8 or num_steps in _SHORT
+
+
 def _preset_bins(name: str, total_steps: int) -> tuple[list[int], list[int]]:
     if total_steps < 8:
-        if total_steps not in _SHORT:
+        if not preset_available(total_steps):
             raise ValueError(
                 f"total_steps: the preset masks exist for 4, 6 and >= 8 steps, got {total_steps}; "
                 "give an explicit mask or compute/cache bins instead"

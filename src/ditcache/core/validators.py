@@ -31,6 +31,7 @@ __all__ = [
     "accept_aliases",
     "and_",
     "check_keys",
+    "closest_names",
     "coerce_config",
     "config_fields",
     "finite",
@@ -41,6 +42,7 @@ __all__ = [
     "one_of",
     "optional",
     "plain_scalar",
+    "unknown_names_message",
 ]
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
@@ -203,11 +205,18 @@ def config_fields(cls: type) -> list[str]:
     return [f.alias or f.name for f in attrs.fields(cls) if f.init]
 
 
-def _unknown_message(cls: type, unknown: list[str], allowed: list[str]) -> str:
-    message = f"{cls.__name__}: unknown setting(s) {unknown}; allowed settings: {allowed}"
+def closest_names(key: str, allowed: Iterable[str]) -> list[str]:
+    """The names in ``allowed`` closest to ``key`` (``difflib``, at most 3, best first)."""
+    return difflib.get_close_matches(key, list(allowed), n=3, cutoff=0.6)
+
+
+def unknown_names_message(owner: str, unknown: Iterable[str], allowed: Iterable[str]) -> str:
+    """``<owner>: unknown setting(s) [...]; allowed settings: [...]; closest: 'x' -> 'y'`` for explicit names."""
+    unknown, allowed = list(unknown), list(allowed)
+    message = f"{owner}: unknown setting(s) {unknown}; allowed settings: {allowed}"
     hints = []
     for key in unknown:
-        close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+        close = closest_names(key, allowed)
         if close:
             hints.append(f"{key!r} -> {' or '.join(repr(c) for c in close)}")
     if hints:
@@ -215,15 +224,19 @@ def _unknown_message(cls: type, unknown: list[str], allowed: list[str]) -> str:
     return message
 
 
-def check_keys(cls: type, data: Mapping[str, Any]) -> None:
+def _unknown_message(cls: type, unknown: list[str], allowed: list[str]) -> str:
+    return unknown_names_message(cls.__name__, unknown, allowed)
+
+
+def check_keys(cls: type, data: Mapping[str, Any], allowed: Iterable[str] | None = None) -> None:
     """Raise TypeError if ``data`` is not a mapping, ValueError naming any unknown key, the closest valid ones
-    (``difflib``) and the allowed ones."""
+    (``difflib``) and the allowed ones: ``allowed``, or by default the fields of the attrs class ``cls``."""
     if not isinstance(data, Mapping):
         raise TypeError(f"{cls.__name__}: expected a mapping of settings, got {type(data).__name__}")
-    allowed = config_fields(cls)
-    unknown = sorted(str(k) for k in data if k not in allowed)
+    names = config_fields(cls) if allowed is None else list(allowed)
+    unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
-        raise ValueError(_unknown_message(cls, unknown, allowed))
+        raise ValueError(_unknown_message(cls, unknown, names))
 
 
 def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
@@ -268,16 +281,23 @@ class StrictConfig:
         return from_dict(cls, data)
 
 
-def coerce_config(cls: type[C], cfg: C | Mapping[str, Any] | None) -> C:
+def coerce_config(
+    cls: type[C],
+    cfg: C | Mapping[str, Any] | None,
+    *,
+    name: str = "cfg",
+    build: Callable[[Mapping[str, Any]], C] | None = None,
+) -> C:
     """``cfg`` as an instance of the config class ``cls``: None gives the defaults, a mapping goes through the
-    strict :func:`from_dict` (unknown keys refused), anything else is a TypeError naming ``cfg``."""
+    strict :func:`from_dict` (or ``build``, for a class that is not an attrs class), anything else is a TypeError
+    naming ``name``."""
     if cfg is None:
         return cls()
     if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, Mapping):
-        return from_dict(cls, cfg)
-    raise TypeError(f"cfg: expected a {cls.__name__}, a dict or None, got {type(cfg).__name__}")
+        return from_dict(cls, cfg) if build is None else build(cfg)
+    raise TypeError(f"{name}: expected a {cls.__name__}, a dict or None, got {type(cfg).__name__}")
 
 
 def accept_aliases(cls: type[C]) -> type[C]:

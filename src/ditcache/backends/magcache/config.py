@@ -10,7 +10,6 @@ FLUX.1 and FLUX.2 only and raises otherwise), the curve is resampled for each re
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from torch import nn
 
 import ditcache
 from ditcache.backends.data import DiffusionCacheConfig
+from ditcache.core.validators import finite, int_ge
 
 __all__ = ["MagCacheConfig", "apply_mag_cache_hook", "apply_magcache_hook", "to_ditcache"]
 
@@ -39,18 +39,10 @@ class MagCacheConfig:
     transformer_type: str | None = None
 
     def __post_init__(self) -> None:
-        t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"MagCacheConfig.threshold: expected a finite number > 0, got {t!r}")
-        k = self.max_skip_steps
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-            raise ValueError(f"MagCacheConfig.max_skip_steps: expected an int >= 1, got {k!r}")
-        r = self.retention_ratio
-        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
-            raise ValueError(f"MagCacheConfig.retention_ratio: expected a number in (0, 1), got {r!r}")
-        n = self.num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise ValueError(f"MagCacheConfig.num_inference_steps: expected an int >= 1, got {n!r}")
+        finite(gt=0).check(self.threshold, "MagCacheConfig.threshold")
+        int_ge(1).check(self.max_skip_steps, "MagCacheConfig.max_skip_steps")
+        finite(gt=0, lt=1).check(self.retention_ratio, "MagCacheConfig.retention_ratio")
+        int_ge(1).check(self.num_inference_steps, "MagCacheConfig.num_inference_steps")
         if self.mag_ratios is not None:
             self.mag_ratios = [float(v) for v in self.mag_ratios]
 
@@ -68,8 +60,9 @@ class MagCacheConfig:
         )
 
 
-def to_ditcache(config: MagCacheConfig) -> ditcache.MagCacheConfig:
-    """The equivalent :class:`ditcache.MagCacheConfig`."""
+def to_ditcache(config: MagCacheConfig, overrides: Mapping[str, Any] | None = None) -> ditcache.MagCacheConfig:
+    """The equivalent :class:`ditcache.MagCacheConfig`; ``overrides`` sets further fields of
+    :class:`ditcache.MagCacheConfig` (e.g. ``taylorseer``)."""
     return ditcache.MagCacheConfig(
         threshold=float(config.threshold),
         max_skip_steps=config.max_skip_steps,
@@ -77,6 +70,7 @@ def to_ditcache(config: MagCacheConfig) -> ditcache.MagCacheConfig:
         num_inference_steps=config.num_inference_steps,
         mag_ratios=None if config.mag_ratios is None else tuple(config.mag_ratios),
         calibrate=config.mag_calibrate,
+        **dict(overrides or {}),
     )
 
 

@@ -2,13 +2,12 @@
 
 Better than the original where it was wrong: ``refresh`` passes the request's step count (the last step is then
 always computed), state is kept per CFG branch, both experts of a Wan 2.2 pipeline are cached (each refreshed
-with its share of the steps), and :meth:`TeaCacheBackend.disable` removes the cache exactly.
+with the request's total step count, since each expert's calls carry the loop's global step index), and
+:meth:`TeaCacheBackend.disable` removes the cache exactly.
 ``apply_teacache_hook`` is looked up in this module at call time, so it can be patched.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from torch import nn
 
@@ -39,7 +38,3 @@ class TeaCacheBackend(RuntimeBackend):
 
     def _apply(self, name: str, module: nn.Module) -> None:
         apply_teacache_hook(module, self.teacache_config(module))
-
-    def refresh(self, pipeline: Any, num_inference_steps: int, verbose: bool = True) -> None:
-        """Reset TeaCache's state for a request of ``num_inference_steps`` steps (its last step is computed)."""
-        super().refresh(pipeline, num_inference_steps, verbose)

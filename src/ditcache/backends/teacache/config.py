@@ -9,7 +9,6 @@ step count is known (``refresh``), the last step always computed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,11 @@ from torch import nn
 
 import ditcache
 from ditcache.backends.data import DiffusionCacheConfig
+from ditcache.core.validators import Rule, finite
 
 __all__ = ["TeaCacheConfig", "apply_teacache_hook", "to_ditcache"]
+
+_CLASS_NAME = Rule(lambda v: v is None or (isinstance(v, str) and bool(v)), "a class name or None")
 
 
 @dataclass
@@ -34,19 +36,12 @@ class TeaCacheConfig:
     """Class name of the transformer the config is for; None: whatever module it is applied to."""
 
     def __post_init__(self) -> None:
-        t = self.rel_l1_thresh
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-            raise ValueError(f"TeaCacheConfig.rel_l1_thresh: expected a finite number > 0, got {t!r}")
+        finite(gt=0).check(self.rel_l1_thresh, "TeaCacheConfig.rel_l1_thresh")
         if self.coefficients is not None and len(list(self.coefficients)) != 5:
             raise ValueError(
                 f"TeaCacheConfig.coefficients: expected 5 numbers (highest power first), got {self.coefficients!r}"
             )
-        if self.transformer_type is not None and (
-            not isinstance(self.transformer_type, str) or not self.transformer_type
-        ):
-            raise ValueError(
-                f"TeaCacheConfig.transformer_type: expected a class name or None, got {self.transformer_type!r}"
-            )
+        _CLASS_NAME.check(self.transformer_type, "TeaCacheConfig.transformer_type")
 
     @classmethod
     def from_diffusion_config(cls, config: DiffusionCacheConfig, transformer_type: str | None = None) -> TeaCacheConfig:
@@ -56,13 +51,17 @@ class TeaCacheConfig:
         return cls(rel_l1_thresh=thresh, coefficients=coefficients, transformer_type=transformer_type)
 
 
-def to_ditcache(config: TeaCacheConfig, num_inference_steps: int | None = None) -> ditcache.TeaCacheConfig:
-    """The equivalent :class:`ditcache.TeaCacheConfig` (vLLM-Omni's ``abs()`` rule)."""
+def to_ditcache(
+    config: TeaCacheConfig, num_inference_steps: int | None = None, overrides: Mapping[str, Any] | None = None
+) -> ditcache.TeaCacheConfig:
+    """The equivalent :class:`ditcache.TeaCacheConfig` (vLLM-Omni's ``abs()`` rule); ``overrides`` sets further
+    fields of :class:`ditcache.TeaCacheConfig` (e.g. ``taylorseer``)."""
     return ditcache.TeaCacheConfig(
         rel_l1_thresh=float(config.rel_l1_thresh),
         coefficients=None if config.coefficients is None else tuple(config.coefficients),
         abs_rescaled=True,
         num_inference_steps=num_inference_steps,
+        **dict(overrides or {}),
     )
 
 
