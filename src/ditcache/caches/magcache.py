@@ -40,7 +40,6 @@ from ditcache.caches.magcache_calibration import MagCacheCalibration
 from ditcache.caches.magcache_schedule import (
     MagCacheSchedule,
     check_curve,
-    check_int,
     magcache_retention_steps,
     magcache_schedule,
     resample_ratios,
@@ -233,8 +232,7 @@ def _steps_or_error(num_steps: int | None, fallback: int | None) -> int:
             "none through cache_context); call ditcache.refresh(model, num_inference_steps=...) before the run, or "
             "pass MagCacheConfig(num_inference_steps=...). Nothing was computed or cached."
         )
-    check_int(steps, "num_inference_steps", 1)
-    return steps
+    return steps  # validated where it was given (config, refresh, cache_context) and by magcache_schedule
 
 
 def profile_curves(profile: Profile, where: str = "<profile>") -> dict[str, tuple[float, ...]]:

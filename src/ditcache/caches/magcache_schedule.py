@@ -18,7 +18,6 @@ from ditcache.core.validators import finite, int_ge
 __all__ = [
     "MagCacheSchedule",
     "check_curve",
-    "check_int",
     "magcache_retention_steps",
     "magcache_schedule",
     "resample_ratios",
@@ -29,10 +28,6 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------- checks
 _POSITIVE = finite(gt=0)
 _FRACTION = finite(ge=0, lt=1)
-
-
-def check_int(value: Any, name: str, minimum: int) -> None:
-    int_ge(minimum).check(value, name)
 
 
 def _check_threshold(value: Any, name: str) -> None:
@@ -69,7 +64,7 @@ def resample_ratios(ratios: Sequence[float], num_steps: int) -> tuple[float, ...
     entry. A curve already of length ``num_steps`` is returned unchanged.
     """
     curve = check_curve(ratios, "ratios")
-    check_int(num_steps, "num_steps", 1)
+    int_ge(1).check(num_steps, "num_steps")
     n = len(curve)
     if n == num_steps:
         return curve
@@ -94,7 +89,7 @@ def magcache_retention_steps(retention_ratio: float, num_steps: int) -> int:
     its published settings.
     """
     _check_ratio(retention_ratio, "retention_ratio")
-    check_int(num_steps, "num_steps", 1)
+    int_ge(1).check(num_steps, "num_steps")
     return int(retention_ratio * num_steps + 0.5)
 
 
@@ -167,7 +162,7 @@ def magcache_schedule(
     The accumulation is in float64, as MagCache's numpy code.
     """
     _check_threshold(threshold, "threshold")
-    check_int(max_skip_steps, "max_skip_steps", 1)
+    int_ge(1).check(max_skip_steps, "max_skip_steps")
     retention = magcache_retention_steps(retention_ratio, num_steps)
     curve = resample_ratios(ratios, num_steps)
     acc_ratio, acc_steps, acc_err = 1.0, 0, 0.0

@@ -13,6 +13,7 @@ import torch
 from ditcache.calibration.target import CalibrationTarget
 from ditcache.core.metrics import psnr
 from ditcache.core.runtime import refresh, remove_cache
+from ditcache.core.validators import int_ge
 
 __all__ = ["PSNR_CAP", "TradeoffPoint", "check_output", "evaluate_configs", "evaluate_teacache", "reference_output"]
 
@@ -43,13 +44,6 @@ class TradeoffPoint:
             "psnr": self.psnr,
             "psnr_min": self.psnr_min,
         }
-
-
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """``value`` if it is an int >= ``minimum``; ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
 
 
 def check_output(value: Any) -> torch.Tensor:
@@ -84,7 +78,7 @@ def evaluate_teacache(
     Every config runs the same seeds and steps as the uncached reference; ``target.run`` must return the output
     tensor. A fresh TeaCache is applied per generation and removed afterwards.
     """
-    check_int(num_steps, "num_steps", 1)
+    int_ge(1).check(num_steps, "num_steps")
     if not seeds:
         raise ValueError("seeds: expected at least one seed")
     references = [reference_output(target, num_steps, s) for s in seeds]

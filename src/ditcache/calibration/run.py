@@ -25,13 +25,14 @@ import numpy as np
 import torch
 
 from ditcache.calibration.compare import BorrowedComparison, borrowed_preset, compare_with_borrowed
-from ditcache.calibration.evaluate import check_int, check_output
+from ditcache.calibration.evaluate import check_output
 from ditcache.calibration.fit import MAX_DEGREE, TeaCacheFit, check_degree, round6
 from ditcache.calibration.recorder import TeaCacheCalibrator
 from ditcache.calibration.search import CoefficientSearch, SearchCandidate, SearchSettings, search_teacache_coefficients
 from ditcache.calibration.target import CalibrationTarget
 from ditcache.core.log import get_logger
 from ditcache.core.runtime import apply_cache, get_cache_runtime, refresh, remove_cache
+from ditcache.core.validators import int_ge
 from ditcache.profiles import Profile, bundled_profile_dir, profile_dir, save_profile
 
 __all__ = ["METHODS", "CalibrationResult", "calibrate", "shipped_profiles_hidden"]
@@ -158,9 +159,9 @@ def calibrate(
 
     if not isinstance(target, CalibrationTarget):
         raise TypeError(f"target: expected a CalibrationTarget, got {type(target).__name__}")
-    check_int(num_steps, "num_steps", 2)
-    check_int(samples, "samples", 1)
-    check_int(seed, "seed", 0)
+    int_ge(2).check(num_steps, "num_steps")
+    int_ge(1).check(samples, "samples")
+    int_ge(0).check(seed, "seed")
     check_degree(degree)
     if method not in METHODS:
         raise ValueError(f"method: expected one of {list(METHODS)}, got {method!r}")

@@ -19,13 +19,13 @@ import torch
 from ditcache.calibration.evaluate import (
     PSNR_CAP,
     TradeoffPoint,
-    check_int,
     evaluate_configs,
     reference_output,
 )
 from ditcache.calibration.fit import padded_coefficients, round6
 from ditcache.calibration.target import CalibrationTarget
 from ditcache.core.log import get_logger
+from ditcache.core.validators import int_ge
 
 __all__ = [
     "CoefficientSearch",
@@ -383,7 +383,7 @@ def search_teacache_coefficients(
     settings = SearchSettings() if settings is None else settings
     if not isinstance(settings, SearchSettings):
         raise TypeError(f"settings: expected a SearchSettings or None, got {type(settings).__name__}")
-    check_int(num_steps, "num_steps", 2)
+    int_ge(2).check(num_steps, "num_steps")
     if not seeds:
         raise ValueError("seeds: expected at least one seed")
     series = [np.asarray(s, dtype=np.float64).reshape(-1) for s in x_series]

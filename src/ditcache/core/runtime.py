@@ -41,6 +41,7 @@ from ditcache.core.extractor import Extractor, get_extractor
 from ditcache.core.hooks import CallNext, ForwardCall, HookRegistry
 from ditcache.core.log import get_logger
 from ditcache.core.parallel import AgreedBranches, ContextParallel, detect_reducer
+from ditcache.core.validators import int_ge
 
 __all__ = [
     "RUNTIME_NAME",
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 RUNTIME_NAME = "ditcache.cache"
+"""The name under which the runtime is registered in a module's hook registry."""
+_STEP_COUNT = int_ge(1)
 _log = get_logger("ditcache.core.runtime")
 _ids = itertools.count()
 
@@ -320,7 +323,9 @@ class CacheRuntime:
             branch = name
             step_hint = kw.get("step_index")
             if kw.get("num_inference_steps") is not None:
-                given_steps = int(kw["num_inference_steps"])  # this run's count: it bounds this generation
+                # this run's count: it bounds this generation
+                _STEP_COUNT.check(kw["num_inference_steps"], "cache_context(num_inference_steps=...)")
+                given_steps = int(kw["num_inference_steps"])
         reducer = self.effective_reducer()
         if branch is None:
             branch = self._branches.agree(self.identities.branch(ctx.condition), reducer, ctx.hidden_states.device)
