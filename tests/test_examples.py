@@ -31,7 +31,7 @@ KEY_LINES: dict[str, list[str]] = {
         "cache_dit: cache hits per request [",
         "ditcache: cache hits per request [",
         "after disable: output equals uncached: True",
-        "config error: DiffusionCacheConfig: unknown key(s) 'threshold' (did you mean 'mag_threshold'",
+        "config error: DiffusionCacheConfig: unknown setting(s) ['threshold']",
         "OK: every backend skipped steps",
     ],
     "middleware_stack.py": [

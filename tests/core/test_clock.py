@@ -19,7 +19,7 @@ from _support.flux import denoise, make_flux, make_inputs
 from ditcache import profiles
 from ditcache.caches.magcache import branch_role
 from ditcache.caches.teacache import branch_coefficient_role
-from ditcache.core.branch import auto_branch, named_role, role_of
+from ditcache.core.branch import named_role, role_of
 from ditcache.core.clock import StepClock
 
 SIG = ((1, 4), torch.float32, torch.device("cpu"))
@@ -39,7 +39,7 @@ class Recorder:
 
 
 def auto(n: int) -> str:
-    return auto_branch(torch.zeros(1, n))
+    return f"auto:{n}:cpu:1x{n}"  # a name in the automatic namespace, as AutoIdentities gives
 
 
 # ------------------------------------------------------------------------------------------------ the role rule

@@ -47,7 +47,7 @@ from ditcache.caches.magcache_schedule import (
 )
 from ditcache.caches.reuse import FORECAST_TARGETS, ForecastSettings, StepReuse, settle_forecast
 from ditcache.caches.taylorseer import FORECAST_METHODS
-from ditcache.core.branch import ROLES, named_role
+from ditcache.core.branch import ROLES, Role, named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.extractor import Extractor
@@ -280,7 +280,6 @@ class ResolvedMagCache:
 @attrs.define
 class _MagState:
     reuse: StepReuse
-    role: str | None = None
     calibration_residual: torch.Tensor | None = None
 
 
@@ -327,10 +326,6 @@ class MagCache(CacheMiddleware[_MagState]):
     # ------------------------------------------------------------------ the call
     def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         state = self.state(ctx)
-        if state.role is None:  # the first call of the generation: the role the step clock gave the branch
-            state.role = ctx.role
-            if self.resolved.calibrate:
-                self._start_calibration(ctx.branch, state.role)
         out: BlockOutput | FinalOutput
         if self.resolved.calibrate:
             out = self._calibration_step(ctx, state, call_next)
@@ -339,9 +334,8 @@ class MagCache(CacheMiddleware[_MagState]):
         return out
 
     def _cached_step(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
-        assert state.role is not None
         steps = _steps_or_error(ctx.num_steps, self.config.num_inference_steps)
-        sched = self._schedule_for(state.role, steps)
+        sched = self._schedule_for(ctx.role, steps)
         step = ctx.step
         inside = step < len(sched)
         planned = sched.compute[step] if inside else True
@@ -351,7 +345,7 @@ class MagCache(CacheMiddleware[_MagState]):
         self.record(
             ctx,
             computed,
-            role=state.role,
+            role=ctx.role,
             planned=planned,
             ratio=sched.ratios[step] if inside else None,
             error=sched.accumulated_error[step] if inside else None,
@@ -359,8 +353,11 @@ class MagCache(CacheMiddleware[_MagState]):
         return result
 
     # ------------------------------------------------------------------ calibration
-    def _start_calibration(self, branch: Hashable, role: str) -> None:
-        self._calibration.start(branch, role)
+    def generation_started(self, branch: Hashable, generation: int, role: Role) -> None:
+        """Open the branch's slot (the base class) and, in calibration mode, its recording under ``role``."""
+        super().generation_started(branch, generation, role)
+        if self.resolved.calibrate:
+            self._calibration.start(branch, role)
 
     def _calibration_step(self, ctx: CacheContext, state: _MagState, call_next: CallNextBlocks) -> BlockOutput:
         h_in = ctx.hidden_states
@@ -368,7 +365,7 @@ class MagCache(CacheMiddleware[_MagState]):
         residual = hidden - h_in
         ratio, std, cos = self._calibration.measure(ctx.branch, residual, state.calibration_residual, ctx.reducer)
         state.calibration_residual = residual
-        self.record(ctx, True, role=state.role, ratio=ratio, std=std, cosine_distance=cos)
+        self.record(ctx, True, role=ctx.role, ratio=ratio, std=std, cosine_distance=cos)
         return hidden, encoder
 
     def calibration_profile(self, model: str | None = None, metadata: Mapping[str, Any] | None = None) -> Profile:

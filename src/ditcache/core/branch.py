@@ -37,7 +37,6 @@ __all__ = [
     "ROLES",
     "AutoIdentities",
     "Role",
-    "auto_branch",
     "cfg_branch",
     "current_branch",
     "is_auto_branch",
@@ -77,18 +76,6 @@ def cfg_branch(name: Hashable) -> Iterator[None]:
 def current_branch() -> Hashable | None:
     """The branch set by the innermost :func:`cfg_branch`, or None."""
     return _BRANCH.get()
-
-
-def auto_branch(condition: torch.Tensor | None) -> Hashable:
-    """A one-off automatic branch name for ``condition`` from its address and shape (no liveness check).
-
-    The runtime uses :class:`AutoIdentities`, which also tells apart two tensors that reuse one address; this
-    function is kept for tests and tools that need a name in the automatic namespace.
-    """
-    if condition is None:
-        return "default"
-    shape = "x".join(str(d) for d in condition.shape)
-    return f"auto:{condition.device}:{condition.data_ptr():x}:{shape}"
 
 
 def tensor_version(t: torch.Tensor) -> int | None:
@@ -165,7 +152,7 @@ class AutoIdentities:
 
 
 def is_auto_branch(branch: Hashable) -> bool:
-    """Whether ``branch`` is an identity nobody named (from :func:`auto_branch`), as opposed to a given name."""
+    """Whether ``branch`` is an identity nobody named (from :class:`AutoIdentities`), as opposed to a given name."""
     return branch == "default" or (isinstance(branch, str) and branch.startswith("auto:"))
 
 

@@ -130,10 +130,10 @@ def insertion_index(stack: Sequence[CacheMiddleware[Any]], cache: CacheMiddlewar
 
 @attrs.define
 class _Slot(Generic[S]):
-    """One branch's current generation: its number, its role, the cache's state (made on first use), its stats."""
+    """One branch's current generation: its number, the cache's state (made on first use), its stats. (The role is
+    on every context: ``ctx.role``.)"""
 
     generation: int
-    role: Role
     stats: GenerationStats
     state: S | None = None
 
@@ -175,7 +175,7 @@ class CacheMiddleware(abc.ABC, Generic[S]):
     def generation_started(self, branch: Hashable, generation: int, role: Role) -> None:
         """Open a fresh slot for ``branch`` (called by the step clock; see :mod:`ditcache.core.clock`)."""
         self._finish(branch)
-        self._slots[branch] = _Slot(generation, role, GenerationStats(self.name, branch, generation))
+        self._slots[branch] = _Slot(generation, GenerationStats(self.name, branch, generation))
 
     def generation_ended(self, branch: Hashable, generation: int) -> None:
         """Close ``branch``'s slot: its stats go to :attr:`history`, its state is dropped (called by the clock)."""

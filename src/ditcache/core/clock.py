@@ -146,11 +146,6 @@ class StepClock:
         """The branches seen, least recently used first."""
         return list(self._clocks)
 
-    def role(self, branch: Hashable) -> Role | None:
-        """The role ``branch`` has in its current generation, or None for a branch never seen."""
-        clk = self._clocks.get(branch)
-        return None if clk is None else clk.role
-
     def open_generations(self) -> list[Hashable]:
         """The branches whose generation is open (started and not ended)."""
         return [branch for branch, clk in self._clocks.items() if clk.open]

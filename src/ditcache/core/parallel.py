@@ -163,12 +163,13 @@ class ContextParallel:
 class AgreedBranches:
     """Automatic CFG-branch identities that are the same on every rank.
 
-    The automatic identity (:func:`ditcache.core.branch.auto_branch`) is the conditioning tensor's address, which is
-    rank-local: two ranks can see different patterns (an address reused on one rank only) and split a branch
-    differently, then decide differently and deadlock. Each rank numbers its local identities in order of first
-    appearance; the ranks sum ``(n, n**2)`` of the call's number in one small collective and the branch is named
-    by the sums, the same on every rank by construction (and equal to the local numbering's partition whenever the
-    ranks agree). Named branches (``cfg_branch``, a pipeline's ``cache_context``) need none of this.
+    The automatic identity (:class:`ditcache.core.branch.AutoIdentities`) rests on the conditioning tensor's
+    address, which is rank-local: two ranks can see different patterns (an address reused on one rank only) and
+    split a branch differently, then decide differently and deadlock. Each rank numbers its local identities in
+    order of first appearance; the ranks sum ``(n, n**2)`` of the call's number in one small collective and the
+    branch is named by the sums, the same on every rank by construction (and equal to the local numbering's
+    partition whenever the ranks agree). Named branches (``cfg_branch``, a pipeline's ``cache_context``) need none
+    of this.
     """
 
     def __init__(self, capacity: int = 4096) -> None:
