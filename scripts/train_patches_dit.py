@@ -235,7 +235,8 @@ def save_grid(model: Any, path: Path, seed: int) -> None:
 
 def evaluate_only(args: argparse.Namespace) -> int:
     """Re-score the weights in ``--out`` and rewrite the quality figures of their JSON (training facts kept)."""
-    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, file_sha256, load_patches_dit
+    from ditcache.bundled._weights import file_sha256
+    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, load_patches_dit
 
     weights, meta_path = args.out / WEIGHTS_FILE, args.out / METADATA_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
     from safetensors.torch import save_file
 
-    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, file_sha256
+    from ditcache.bundled._weights import file_sha256
+    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE
 
     if args.evaluate_only:
         return evaluate_only(args)
