@@ -318,13 +318,11 @@ def sample_patches(
     batch = cond.encoder_hidden_states.shape[0]
     latents = initial_noise((batch, NUM_TOKENS, TOKEN_CHANNELS), seed, noise, "conditions")
     latents = latents.to(device=model.device, dtype=model.dtype)
-    guided = guidance_scale is not None and guidance_scale != 1.0
-    uncond = model.conditioning(conditions, null=True) if guided else None
     tokens = euler_flow_sample(
         model.transformer,
         model.velocity,
         cond,
-        uncond,
+        lambda: model.conditioning(conditions, null=True),
         latents,
         num_steps,
         guidance_scale,
