@@ -24,36 +24,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-
-REPO = Path(__file__).resolve().parent.parent
+from _flow_train import common_parser, metadata, save_weights, train_flow, write_metadata
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--out", type=Path, required=True, help="folder for patches_dit.safetensors and patches_dit.json")
-    p.add_argument(
-        "--grid", type=Path, default=REPO / "docs" / "img" / "patches_samples.png", help="sample grid PNG to write"
+    p = common_parser(
+        __doc__,
+        files="patches_dit.safetensors and patches_dit.json",
+        grid="patches_samples.png",
+        steps=1000,
+        dropout="--cond-dropout",
+        dropout_help="probability of training with the null tokens",
     )
-    p.add_argument("--no-grid", action="store_true", help="do not write the sample grid")
-    p.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    p.add_argument("--min-lr-ratio", type=float, default=0.05, help="final learning rate / peak (cosine decay)")
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--ema-decay", type=float, default=0.995)
-    p.add_argument("--cond-dropout", type=float, default=0.1, help="probability of training with the null tokens")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the shipped weights used 1)")
-    p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--eval-steps", type=int, default=30, help="sampler steps for the quality figures")
     p.add_argument("--eval-cfg", type=float, nargs="+", default=[1.5, 2.0, 3.0], help="guidance scales besides none")
     p.add_argument("--bank-size", type=int, default=20000, help="training patches for the nearest-patch distance")
@@ -66,76 +53,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def lr_at(step: int, args: argparse.Namespace) -> float:
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from ditcache.bundled.patch_data import random_patches, thumbnails
     from ditcache.bundled.patches import PatchConditioning, PatchesDiT, PatchesDiTConfig
 
-    torch.manual_seed(args.seed)
-    model = PatchesDiT(PatchesDiTConfig())
-    ema = PatchesDiT(model.config)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"parameters: {n_params:,}; threads: {torch.get_num_threads()}", flush=True)
-
-    decay_params = [p for n, p in model.named_parameters() if p.ndim >= 2 and "conditioner" not in n]
-    other_params = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "conditioner" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay_params, "weight_decay": args.weight_decay}, {"params": other_params, "weight_decay": 0.0}],
-        lr=args.lr,
-        betas=(0.9, 0.99),
-    )
-    gen = torch.Generator().manual_seed(args.seed)
     img_shapes = [[(1, 8, 8)]] * args.batch_size
-    losses: list[float] = []
-    start, cpu_start = time.perf_counter(), time.process_time()
-    for step in range(args.steps):
-        patches = random_patches(args.batch_size, gen)
-        x0 = PatchesDiT.encode(patches)
-        drop = torch.rand(args.batch_size, generator=gen) < args.cond_dropout
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.sigmoid(torch.randn(args.batch_size, generator=gen))  # logit-normal(0, 1), as SD3
-        tt = t[:, None, None]
-        xt = (1 - tt) * x0 + tt * noise
-        cond = PatchConditioning(model.conditioner(thumbnails(patches), drop), None, img_shapes)
 
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
-        loss = torch.nn.functional.mse_loss(model.velocity(xt, t, cond), noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(args.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - decay)
-        losses.append(loss.item())
-        if (step + 1) % args.log_every == 0 or step == 0:
-            recent = losses[-args.log_every :]
-            elapsed = time.perf_counter() - start
-            eta = elapsed / (step + 1) * (args.steps - step - 1)
-            print(
-                f"step {step + 1:5d}/{args.steps}  loss {sum(recent) / len(recent):.4f}  lr {lr_at(step, args):.2e}  "
-                f"{elapsed:6.0f}s elapsed, ~{eta:4.0f}s left",
-                flush=True,
-            )
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    tail = losses[-200:]
-    ema.eval()
-    return ema, {
-        "seconds": round(seconds, 1),
-        "cpu_seconds": round(cpu_seconds, 1),
-        "final_loss": round(sum(tail) / len(tail), 5),
-        "parameter_count": n_params,
-    }
+    def batch(gen: torch.Generator) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        patches = random_patches(args.batch_size, gen)
+        drop = torch.rand(args.batch_size, generator=gen) < args.cond_dropout
+        return PatchesDiT.encode(patches), (thumbnails(patches), drop)
+
+    def predict(model: Any, xt: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor]) -> Any:
+        thumbs, drop = cond
+        return model.velocity(xt, t, PatchConditioning(model.conditioner(thumbs, drop), None, img_shapes))
+
+    return train_flow(args, lambda: PatchesDiT(PatchesDiTConfig()), batch, predict)
 
 
 def _scores(images: torch.Tensor, thumbs: torch.Tensor, refs: torch.Tensor, bank: torch.Tensor) -> dict[str, float]:
@@ -235,7 +168,8 @@ def save_grid(model: Any, path: Path, seed: int) -> None:
 
 def evaluate_only(args: argparse.Namespace) -> int:
     """Re-score the weights in ``--out`` and rewrite the quality figures of their JSON (training facts kept)."""
-    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, file_sha256, load_patches_dit
+    from ditcache.bundled._weights import file_sha256
+    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, load_patches_dit
 
     weights, meta_path = args.out / WEIGHTS_FILE, args.out / METADATA_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -255,60 +189,33 @@ def evaluate_only(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    import diffusers
-    from safetensors.torch import save_file
-
-    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE, file_sha256
+    from ditcache.bundled.patches import METADATA_FILE, WEIGHTS_FILE
 
     if args.evaluate_only:
         return evaluate_only(args)
     model, stats = train(args)
     quality = evaluate(model, args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / WEIGHTS_FILE
-    state = {k: v.detach().contiguous().float() for k, v in model.state_dict().items()}
-    save_file(state, str(weights), metadata={"format": "pt", "model": "ditcache.bundled.patches.PatchesDiT"})
+    weights = save_weights(model, args.out, WEIGHTS_FILE, "ditcache.bundled.patches.PatchesDiT")
     cfg = {k: v["thumbnail_psnr_db"] for k, v in quality["by_guidance"].items() if k != "none"}
-    meta = {
-        "name": "ditcache photo-patches DiT",
-        "format_version": 1,
-        "weights_file": WEIGHTS_FILE,
-        "weights_sha256": file_sha256(weights),
-        "weights_dtype": "float32",
-        "parameter_count": stats["parameter_count"],
-        "model": model.config.to_dict(),
-        "transformer_class": "diffusers.QwenImageTransformer2DModel",
-        "data": "sklearn.datasets.load_sample_images (china.jpg, flower.jpg, 427x640 RGB), 2x area-downscaled to "
+    meta = metadata(
+        args,
+        "python scripts/train_patches_dit.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        name="ditcache photo-patches DiT",
+        weights=weights,
+        model=model,
+        stats=stats,
+        transformer_class="diffusers.QwenImageTransformer2DModel",
+        data="sklearn.datasets.load_sample_images (china.jpg, flower.jpg, 427x640 RGB), 2x area-downscaled to "
         "213x320; random 16x16 crops (mirrored at random) outside the held-out columns 128-191, scaled to "
         "[-1, 1], packed as 2x2 blocks into 64 tokens of 12 channels; condition: the crop's 2x2 thumbnail",
-        "seed": args.seed,
-        "training": {
-            "objective": "rectified flow: x_t = (1 - t) x0 + t noise, target noise - x0, MSE; t ~ logit-normal(0, 1)",
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "optimizer": "AdamW(betas=(0.9, 0.99)), grad-norm clip 1.0",
-            "lr": args.lr,
-            "warmup_steps": args.warmup,
-            "lr_schedule": f"linear warm-up, cosine decay to {args.min_lr_ratio} x peak",
-            "weight_decay": args.weight_decay,
-            "ema_decay": args.ema_decay,
-            "cond_dropout": args.cond_dropout,
-            "threads": args.threads,
-            "seconds": stats["seconds"],
+        dropout={"cond_dropout": args.cond_dropout},
+        timing={
             "cpu_seconds": stats["cpu_seconds"],
             "seconds_note": "wall time and CPU time of the training loop (the wall time grows on a shared machine)",
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "python": platform.python_version(),
-            "command": "python scripts/train_patches_dit.py " + " ".join(sys.argv[1:] if argv is None else argv),
         },
-        "final_loss": stats["final_loss"],
-        "final_loss_note": "mean training loss of the last 200 steps (raw weights, not EMA)",
-        "quality": {**quality, "best_guidance": max(cfg, key=lambda k: cfg[k])},
-    }
-    meta_path = args.out / METADATA_FILE
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {weights} ({weights.stat().st_size / 1e6:.2f} MB) and {meta_path}", flush=True)
+        quality={**quality, "best_guidance": max(cfg, key=lambda k: cfg[k])},
+    )
+    write_metadata(meta, args.out / METADATA_FILE, weights)
     if not args.no_grid:
         save_grid(model, args.grid, seed=args.seed + 2)
     return 0

@@ -14,13 +14,15 @@ from ditcache.bundled import (
     DigitsDiT,
     DigitsDiTConfig,
     StepEvent,
+    euler_flow_sample,
     load_digits_dit,
     load_metadata,
     sample,
+    sample_tokens,
     sigma_schedule,
     weights_path,
 )
-from ditcache.bundled.model import file_sha256, pack_images, unpack_tokens
+from ditcache.bundled.model import Conditioning, file_sha256, pack_images, unpack_tokens
 
 # The shipped weights classify at 100% with CFG 3.0 on the training script's quality run (20 per class, 30 steps);
 # this short run (2 per class, 20 steps) must reach at least 18/20.
@@ -142,6 +144,28 @@ def test_cfg_uses_separate_named_branches(model: DigitsDiT, monkeypatch: pytest.
     sample(model, [1, 2], num_steps=3, guidance_scale=None, seed=0)
     assert guided == ["cond", "uncond"] * 3
     assert seen == ["cond"] * 3
+
+
+def test_guidance_builds_the_uncond_branch_only_when_guided(model: DigitsDiT) -> None:
+    cond = model.conditioning([1, 2])
+    built: list[int] = []
+
+    def uncond() -> Conditioning:
+        built.append(1)
+        return model.conditioning([NULL_CLASS, NULL_CLASS])
+
+    noise = torch.randn(2, 64, 4, generator=torch.Generator().manual_seed(0))
+    for scale in (None, 1.0):
+        out = euler_flow_sample(model.transformer, model.velocity, cond, uncond, noise, 2, scale)
+        assert built == []
+        assert torch.equal(out, euler_flow_sample(model.transformer, model.velocity, cond, None, noise, 2, scale))
+    lazy = euler_flow_sample(model.transformer, model.velocity, cond, uncond, noise, 2, 2.0)
+    assert built == [1]  # built once, not per step
+    eager = euler_flow_sample(model.transformer, model.velocity, cond, uncond(), noise, 2, 2.0)
+    assert torch.equal(lazy, eager)
+    assert torch.equal(lazy, sample_tokens(model, [1, 2], 2, 2.0, noise=noise))
+    with pytest.raises(ValueError, match="uncond"):
+        euler_flow_sample(model.transformer, model.velocity, cond, None, noise, 2, 2.0)
 
 
 def test_shifted_schedule_reaches_the_transformer(model: DigitsDiT) -> None:

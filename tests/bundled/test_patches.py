@@ -21,9 +21,9 @@ from ditcache.bundled import (
     sample_patches,
 )
 from ditcache.bundled import patch_data as pd
+from ditcache.bundled._weights import file_sha256
 from ditcache.bundled.patches import (
     as_thumbnails,
-    file_sha256,
     load_patches_metadata,
     pack_patches,
     patches_weights_path,

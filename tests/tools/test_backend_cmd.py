@@ -32,3 +32,16 @@ def test_the_none_backend_equals_the_uncached_model() -> None:
 def test_command_line_refuses_a_non_object_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backend", "--cache-backend", "tea_cache", "--cache-config", "[1, 2]"]) == 2
     assert "expected a JSON object" in capsys.readouterr().err
+
+
+def test_the_patches_model_counts_its_qwen_image_blocks() -> None:
+    (none,) = run_backend("none", {}, "patches", [4])
+    assert none["blocks_run_fraction"] == 1.0 and none["psnr_db"] == 99.0
+    (cached,) = run_backend("tea_cache", {"rel_l1_thresh": 1e9}, "patches", [6])
+    assert cached["blocks_run_fraction"] < 1.0
+
+
+def test_command_line_refuses_invalid_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backend", "--cache-backend", "tea_cache", "--cache-config", "{not json"]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid JSON" in err and "expected a JSON object" in err

@@ -14,10 +14,7 @@ reproduces them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditcache.core.validators import check_keys
+from ditcache.bundled._weights import (
+    BundledModule,
+    RopeConfig,
+    bundled_file,
+    check_rope_axes,
+    file_sha256,
+    load_bundled,
+    load_json_object,
+    rope_axes,
+)
+from ditcache.core.validators import int_ge
 
 __all__ = [
     "IMAGE_SIZE",
@@ -62,40 +69,27 @@ METADATA_FILE = "digits_dit.json"
 """File name of the bundled metadata, next to the weights."""
 
 
-def _pos_int(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"DigitsDiTConfig.{attribute.name}: expected an int >= 1, got {value!r}")
-
-
-def _axes(value: Any) -> tuple[int, int, int]:
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"DigitsDiTConfig.axes_dims_rope: expected 3 ints, got {value!r}") from None
-    if len(out) != 3:
-        raise ValueError(f"DigitsDiTConfig.axes_dims_rope: expected 3 ints, got {len(out)}")
-    return out  # type: ignore[return-value]
-
-
 @attrs.frozen(kw_only=True)
-class DigitsDiTConfig:
+class DigitsDiTConfig(RopeConfig):
     """Architecture of :class:`DigitsDiT`: the ``FluxTransformer2DModel`` settings plus the conditioner's."""
 
-    num_layers: int = attrs.field(default=2, validator=_pos_int)
+    num_layers: int = attrs.field(default=2, validator=int_ge(1))
     """Double-stream (joint) blocks."""
-    num_single_layers: int = attrs.field(default=4, validator=_pos_int)
+    num_single_layers: int = attrs.field(default=4, validator=int_ge(1))
     """Single-stream blocks."""
-    num_attention_heads: int = attrs.field(default=4, validator=_pos_int)
+    num_attention_heads: int = attrs.field(default=4, validator=int_ge(1))
     """Attention heads."""
-    attention_head_dim: int = attrs.field(default=16, validator=_pos_int)
+    attention_head_dim: int = attrs.field(default=16, validator=int_ge(1))
     """Width of one head; the model width is ``num_attention_heads * attention_head_dim``."""
-    joint_attention_dim: int = attrs.field(default=32, validator=_pos_int)
+    joint_attention_dim: int = attrs.field(default=32, validator=int_ge(1))
     """Width of the conditioning ("text") tokens."""
-    pooled_projection_dim: int = attrs.field(default=32, validator=_pos_int)
+    pooled_projection_dim: int = attrs.field(default=32, validator=int_ge(1))
     """Width of the pooled conditioning vector."""
-    axes_dims_rope: tuple[int, int, int] = attrs.field(default=(4, 6, 6), converter=_axes)
+    axes_dims_rope: tuple[int, int, int] = attrs.field(
+        default=(4, 6, 6), converter=rope_axes, validator=check_rope_axes
+    )
     """RoPE dimensions per id axis; they must sum to ``attention_head_dim``."""
-    cond_tokens: int = attrs.field(default=4, validator=_pos_int)
+    cond_tokens: int = attrs.field(default=4, validator=int_ge(1))
     """Conditioning tokens per label."""
 
     def __attrs_post_init__(self) -> None:
@@ -106,18 +100,6 @@ class DigitsDiTConfig:
             )
         if any(d % 2 for d in self.axes_dims_rope):
             raise ValueError(f"DigitsDiTConfig.axes_dims_rope: every entry must be even, got {self.axes_dims_rope}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DigitsDiTConfig:
-        """Build from a mapping (e.g. the ``model`` entry of the metadata); unknown keys are refused."""
-        check_keys(cls, data)
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as JSON-ready values."""
-        out = attrs.asdict(self)
-        out["axes_dims_rope"] = list(self.axes_dims_rope)
-        return out
 
     def transformer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``FluxTransformer2DModel`` for this config."""
@@ -218,7 +200,7 @@ def as_labels(labels: torch.Tensor | Sequence[int] | int, device: torch.device |
     return t.to(device=device, dtype=torch.long)
 
 
-class DigitsDiT(nn.Module):
+class DigitsDiT(BundledModule):
     """The digits model: ``transformer`` (a diffusers ``FluxTransformer2DModel``) plus its class conditioner.
 
     Call ``model.transformer(...)`` yourself (so that module hooks and caches apply) with the inputs of
@@ -234,16 +216,6 @@ class DigitsDiT(nn.Module):
         self.conditioner = ClassConditioner(
             self.config.cond_tokens, self.config.joint_attention_dim, self.config.pooled_projection_dim
         )
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of the parameters."""
-        return next(self.parameters()).dtype
 
     def conditioning(self, labels: torch.Tensor | Sequence[int] | int) -> Conditioning:
         """Labels (0-9, or 10 = no class) -> ``(encoder_hidden_states, pooled_projections, txt_ids, img_ids)``."""
@@ -302,26 +274,12 @@ def digits_dataset() -> tuple[torch.Tensor, torch.Tensor]:
 
 def weights_path() -> Path:
     """Path of the bundled weights file."""
-    return Path(str(resources.files("ditcache.bundled").joinpath(WEIGHTS_FILE)))
+    return bundled_file(WEIGHTS_FILE)
 
 
 def load_metadata(path: str | Path | None = None) -> dict[str, Any]:
     """The bundled metadata (``digits_dit.json``), or the JSON file at ``path``."""
-    p = Path(path) if path is not None else weights_path().with_name(METADATA_FILE)
-    with open(p, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict):
-        raise ValueError(f"{p.name}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return load_json_object(path if path is not None else bundled_file(METADATA_FILE))
 
 
 def load_digits_dit(
@@ -334,25 +292,7 @@ def load_digits_dit(
 
     Returns the model in eval mode on ``device`` in ``dtype``, with gradients disabled.
     """
-    from safetensors.torch import load_file
-
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype (float32, float16, bfloat16), got {dtype!r}")
-    path = Path(weights) if weights is not None else weights_path()
-    meta_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights: no file at {path}; the bundled weights ship as ditcache/bundled/{WEIGHTS_FILE}"
-        )
-    meta = load_metadata(meta_path) if meta_path.is_file() else {}
-    config = DigitsDiTConfig.from_dict(meta["model"]) if "model" in meta else DigitsDiTConfig()
-    model = DigitsDiT(config)
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights: {path.name} does not match DigitsDiT: missing {missing}, unexpected {unexpected}")
-    model.requires_grad_(False)
-    return model.to(device=device, dtype=dtype).eval()
+    return load_bundled(DigitsDiT, DigitsDiTConfig, WEIGHTS_FILE, weights, device, dtype)
 
 
 class DigitClassifier:

@@ -34,10 +34,18 @@ import attrs
 import torch
 from torch import nn
 
-from ditcache.bundled.model import file_sha256, load_metadata
+from ditcache.bundled._weights import (
+    BundledModule,
+    RopeConfig,
+    bundled_file,
+    check_rope_axes,
+    load_bundled,
+    load_json_object,
+    rope_axes,
+)
 from ditcache.bundled.patch_data import NUM_REFERENCE_PATCHES, PATCH_SIZE, THUMB_SIZE, reference_patches, thumbnails
 from ditcache.bundled.sampler import StepCallback, euler_flow_sample, initial_noise
-from ditcache.core.validators import check_keys
+from ditcache.core.validators import int_ge
 
 __all__ = [
     "METADATA_FILE",
@@ -49,7 +57,6 @@ __all__ = [
     "PatchesDiTConfig",
     "ThumbnailConditioner",
     "as_thumbnails",
-    "file_sha256",
     "load_patches_dit",
     "load_patches_metadata",
     "pack_patches",
@@ -71,34 +78,21 @@ METADATA_FILE = "patches_dit.json"
 """File name of the bundled metadata, next to the weights."""
 
 
-def _pos_int(inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"PatchesDiTConfig.{attribute.name}: expected an int >= 1, got {value!r}")
-
-
-def _axes(value: Any) -> tuple[int, int, int]:
-    try:
-        out = tuple(int(v) for v in value)
-    except (TypeError, ValueError):
-        raise TypeError(f"PatchesDiTConfig.axes_dims_rope: expected 3 ints, got {value!r}") from None
-    if len(out) != 3:
-        raise ValueError(f"PatchesDiTConfig.axes_dims_rope: expected 3 ints, got {len(out)}")
-    return out  # type: ignore[return-value]
-
-
 @attrs.frozen(kw_only=True)
-class PatchesDiTConfig:
+class PatchesDiTConfig(RopeConfig):
     """Architecture of :class:`PatchesDiT`: the ``QwenImageTransformer2DModel`` settings plus the conditioner's."""
 
-    num_layers: int = attrs.field(default=4, validator=_pos_int)
+    num_layers: int = attrs.field(default=4, validator=int_ge(1))
     """Dual-stream blocks."""
-    num_attention_heads: int = attrs.field(default=4, validator=_pos_int)
+    num_attention_heads: int = attrs.field(default=4, validator=int_ge(1))
     """Attention heads."""
-    attention_head_dim: int = attrs.field(default=16, validator=_pos_int)
+    attention_head_dim: int = attrs.field(default=16, validator=int_ge(1))
     """Width of one head; the model width is ``num_attention_heads * attention_head_dim``."""
-    joint_attention_dim: int = attrs.field(default=32, validator=_pos_int)
+    joint_attention_dim: int = attrs.field(default=32, validator=int_ge(1))
     """Width of the conditioning ("text") tokens."""
-    axes_dims_rope: tuple[int, int, int] = attrs.field(default=(4, 6, 6), converter=_axes)
+    axes_dims_rope: tuple[int, int, int] = attrs.field(
+        default=(4, 6, 6), converter=rope_axes, validator=check_rope_axes
+    )
     """RoPE dimensions per axis (frame, row, column); even, summing to ``attention_head_dim``."""
 
     def __attrs_post_init__(self) -> None:
@@ -107,18 +101,6 @@ class PatchesDiTConfig:
                 f"PatchesDiTConfig.axes_dims_rope: expected even entries summing to attention_head_dim="
                 f"{self.attention_head_dim}, got {self.axes_dims_rope}"
             )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PatchesDiTConfig:
-        """Build from a mapping (e.g. the ``model`` entry of the metadata); unknown keys are refused."""
-        check_keys(cls, data)
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as JSON-ready values."""
-        out = attrs.asdict(self)
-        out["axes_dims_rope"] = list(self.axes_dims_rope)
-        return out
 
     def transformer_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``QwenImageTransformer2DModel`` for this config."""
@@ -219,7 +201,7 @@ def as_thumbnails(conditions: torch.Tensor | Sequence[int] | int) -> tuple[torch
     return thumbs, null
 
 
-class PatchesDiT(nn.Module):
+class PatchesDiT(BundledModule):
     """The patches model: ``transformer`` (a diffusers ``QwenImageTransformer2DModel``) plus its thumbnail
     conditioner. Call ``model.transformer(...)`` yourself (so module hooks and caches apply) with the inputs of
     :meth:`conditioning`, or use :meth:`forward` for a plain velocity prediction."""
@@ -231,16 +213,6 @@ class PatchesDiT(nn.Module):
         self.config = config if config is not None else PatchesDiTConfig()
         self.transformer = QwenImageTransformer2DModel(**self.config.transformer_kwargs())
         self.conditioner = ThumbnailConditioner(self.config.joint_attention_dim)
-
-    @property
-    def device(self) -> torch.device:
-        """Device of the parameters."""
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """Dtype of the parameters."""
-        return next(self.parameters()).dtype
 
     def conditioning(
         self, conditions: torch.Tensor | Sequence[int] | int, *, null: torch.Tensor | bool | None = None
@@ -288,14 +260,12 @@ class PatchesDiT(nn.Module):
 
 def patches_weights_path() -> Path:
     """Path of the bundled weights file."""
-    from importlib import resources
-
-    return Path(str(resources.files("ditcache.bundled").joinpath(WEIGHTS_FILE)))
+    return bundled_file(WEIGHTS_FILE)
 
 
 def load_patches_metadata(path: str | Path | None = None) -> dict[str, Any]:
     """The bundled metadata (``patches_dit.json``), or the JSON file at ``path``."""
-    return load_metadata(path if path is not None else patches_weights_path().with_name(METADATA_FILE))
+    return load_json_object(path if path is not None else bundled_file(METADATA_FILE))
 
 
 def load_patches_dit(
@@ -308,24 +278,7 @@ def load_patches_dit(
 
     Returns the model in eval mode on ``device`` in ``dtype``, with gradients disabled.
     """
-    from safetensors.torch import load_file
-
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype: expected a floating torch.dtype (float32, float16, bfloat16), got {dtype!r}")
-    path = Path(weights) if weights is not None else patches_weights_path()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights: no file at {path}; the bundled weights ship as ditcache/bundled/{WEIGHTS_FILE}"
-        )
-    meta_path = path.with_suffix(".json")
-    meta = load_metadata(meta_path) if meta_path.is_file() else {}
-    config = PatchesDiTConfig.from_dict(meta["model"]) if "model" in meta else PatchesDiTConfig()
-    model = PatchesDiT(config)
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights: {path.name} does not match PatchesDiT: missing {missing}, unexpected {unexpected}")
-    model.requires_grad_(False)
-    return model.to(device=device, dtype=dtype).eval()
+    return load_bundled(PatchesDiT, PatchesDiTConfig, WEIGHTS_FILE, weights, device, dtype)
 
 
 @torch.no_grad()
@@ -365,13 +318,11 @@ def sample_patches(
     batch = cond.encoder_hidden_states.shape[0]
     latents = initial_noise((batch, NUM_TOKENS, TOKEN_CHANNELS), seed, noise, "conditions")
     latents = latents.to(device=model.device, dtype=model.dtype)
-    guided = guidance_scale is not None and guidance_scale != 1.0
-    uncond = model.conditioning(conditions, null=True) if guided else None
     tokens = euler_flow_sample(
         model.transformer,
         model.velocity,
         cond,
-        uncond,
+        lambda: model.conditioning(conditions, null=True),
         latents,
         num_steps,
         guidance_scale,

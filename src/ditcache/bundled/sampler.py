@@ -115,7 +115,7 @@ def euler_flow_sample(
     transformer: nn.Module,
     velocity: Callable[[torch.Tensor, torch.Tensor, C], torch.Tensor],
     cond: C,
-    uncond: C | None,
+    uncond: C | Callable[[], C] | None,
     latents: torch.Tensor,
     num_steps: int,
     guidance_scale: float | None = None,
@@ -131,7 +131,8 @@ def euler_flow_sample(
             and a ditcache cache applied to it is refreshed with ``num_steps`` first when ``refresh_cache``).
         velocity: ``velocity(latents, timestep, conditioning)`` -> the predicted velocity, one transformer call.
         cond: the conditioning of the ``"cond"`` branch, prepared once and passed unchanged every step.
-        uncond: the conditioning of the ``"uncond"`` branch (used only with a guidance scale other than 1.0).
+        uncond: the conditioning of the ``"uncond"`` branch, or a no-argument callable that builds it; used (and
+            the callable called, once) only with a guidance scale other than None and 1.0.
         latents: the starting noise, already on the model's device and in its dtype.
         num_steps, guidance_scale, shift, callback, refresh_cache: as in :func:`sample`.
 
@@ -142,8 +143,11 @@ def euler_flow_sample(
     device, dtype = latents.device, latents.dtype
     batch = latents.shape[0]
     guided = scale is not None and scale != 1.0
-    if guided and uncond is None:
-        raise ValueError("uncond: a guidance scale other than 1.0 needs the unconditional conditioning")
+    uncond_cond: C | None = None
+    if guided:
+        if uncond is None:
+            raise ValueError("uncond: a guidance scale other than 1.0 needs the unconditional conditioning")
+        uncond_cond = uncond() if callable(uncond) else uncond
 
     if refresh_cache:
         from ditcache.core.runtime import get_cache_runtime
@@ -161,9 +165,9 @@ def euler_flow_sample(
         with transformer.cache_context("cond"):  # type: ignore[operator]
             v = velocity(latents, timestep, cond)
         if guided:
-            assert scale is not None and uncond is not None
+            assert scale is not None and uncond_cond is not None
             with transformer.cache_context("uncond"):  # type: ignore[operator]
-                v_uncond = velocity(latents, timestep, uncond)
+                v_uncond = velocity(latents, timestep, uncond_cond)
             v = v_uncond + scale * (v - v_uncond)
         # Euler step in float32, as FlowMatchEulerDiscreteScheduler does, then back to the model dtype
         latents = (latents.float() + (sigma_next - sigma) * v.float()).to(dtype)
@@ -200,22 +204,17 @@ def sample_tokens(
     """Generate tokens ``(B, 64, 4)`` for ``labels``; see :func:`sample` for the arguments."""
     if not isinstance(model, DigitsDiT):
         raise TypeError(f"model: expected a DigitsDiT (see load_digits_dit), got {type(model).__name__}")
-    scale = _check_guidance(guidance_scale)
-    sigma_schedule(num_steps, shift)  # validate before any work
     device, dtype = model.device, model.dtype
     y = as_labels(labels, device)
     latents = initial_noise((y.shape[0], 64, 4), seed, noise).to(device=device, dtype=dtype)
-    cond = model.conditioning(y)
-    guided = scale is not None and scale != 1.0
-    uncond = model.conditioning(torch.full_like(y, NULL_CLASS)) if guided else None
     return euler_flow_sample(
         model.transformer,
         model.velocity,
-        cond,
-        uncond,
+        model.conditioning(y),
+        lambda: model.conditioning(torch.full_like(y, NULL_CLASS)),
         latents,
         num_steps,
-        scale,
+        guidance_scale,
         shift=shift,
         callback=callback,
         refresh_cache=refresh_cache,

@@ -10,29 +10,25 @@ seeds: transformer calls computed, speed-up (CPU time, measured in the same run)
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 from ditcache.tools.argtypes import int_in
+from ditcache.tools.calibrate_cmd import parse_json_object
+from ditcache.tools.evaluation.counting import BlockCounter
+from ditcache.tools.output import fmt_psnr, result_table
 
 __all__ = ["add_parser", "run_backend"]
 
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"rel_l1_thresh\": 0.2}}', got {text!r}")
-    return value
+        return parse_json_object(text, expected="a JSON object such as '{\"rel_l1_thresh\": 0.2}'")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(commands: Any) -> None:
@@ -83,17 +79,19 @@ def run_backend(
         for i, n in enumerate(steps):
             if backend is not None:
                 backend.refresh(model, n, verbose=False)
-            with _count_block_runs(transformer) as counts:
+            with BlockCounter(transformer) as counter:
                 t0 = time.thread_time()
                 images = entry.sample(model, labels, n, entry.default_guidance, seed + i, refresh_cache=False)
                 elapsed = time.thread_time() - t0
             reference, reference_time = uncached[i]
+            calls = len(counter.calls)
+            blocks_run = sum(blocks for blocks, _ in counter.calls)
             results.append(
                 {
                     "request": i,
                     "steps": n,
-                    "calls": counts["calls"],
-                    "blocks_run_fraction": counts["blocks"] / max(1, counts["calls"] * counts["num_blocks"]),
+                    "calls": calls,
+                    "blocks_run_fraction": blocks_run / max(1, calls * counter.num_blocks),
                     "speedup": reference_time / elapsed if elapsed > 0 else float("inf"),
                     "psnr_db": psnr(images, reference, entry.data_range, cap=99.0),
                 }
@@ -105,33 +103,12 @@ def run_backend(
     return results
 
 
-@contextlib.contextmanager
-def _count_block_runs(transformer: torch.nn.Module) -> Iterator[dict[str, int]]:
-    """Counts the transformer's calls and its blocks' runs (forward pre-hooks, removed on exit)."""
-    from ditcache.core.extractor import get_extractor
-
-    blocks = list(get_extractor(transformer).block_modules(transformer))
-    counts = {"calls": 0, "blocks": 0, "num_blocks": len(blocks)}
-
-    def on_call(*_: Any) -> None:
-        counts["calls"] += 1
-
-    def on_block(*_: Any) -> None:
-        counts["blocks"] += 1
-
-    handles = [transformer.register_forward_pre_hook(on_call)] + [b.register_forward_pre_hook(on_block) for b in blocks]
-    try:
-        yield counts
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def _cmd_backend(args: argparse.Namespace, console: Console) -> int:
     results = run_backend(args.cache_backend, args.cache_config, args.model, list(args.steps), args.seed)
-    table = Table(title=f"[bold]{args.model} through the {args.cache_backend} backend[/bold]", title_justify="left")
-    for col in ("request", "steps", "transformer calls", "blocks run", "speed-up (CPU)", "PSNR vs uncached"):
-        table.add_column(col, justify="right")
+    table = result_table(
+        f"[bold]{args.model} through the {args.cache_backend} backend[/bold]",
+        ("request", "steps", "transformer calls", "blocks run", "speed-up (CPU)", "PSNR vs uncached"),
+    )
     for r in results:
         table.add_row(
             str(r["request"]),
@@ -139,7 +116,7 @@ def _cmd_backend(args: argparse.Namespace, console: Console) -> int:
             str(r["calls"]),
             f"{r['blocks_run_fraction']:.0%}",
             f"{r['speedup']:.2f}x",
-            f"{r['psnr_db']:.1f} dB",
+            fmt_psnr(r["psnr_db"], " dB"),
         )
     console.print(table)
     return 0

@@ -40,7 +40,7 @@ from ditcache.profiles import ProfileError, profile_dir, profile_path
 from ditcache.tools.argtypes import float_list, int_in, number_at_least
 from ditcache.tools.output import check_output_dir, result_table
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "parse_json_object"]
 
 _steps_arg = int_in(2, 10000)
 _count_arg = int_in(1, 10000)
@@ -157,6 +157,18 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_json_object(text: str, source: str = "", expected: str = "a JSON object") -> dict[str, Any]:
+    """``text`` parsed as a JSON object; ValueError naming ``source`` (default: the text itself) and ``expected``
+    when it is not valid JSON or not an object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{source or repr(text)} is not valid JSON: {exc}; expected {expected}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected {expected}, got {type(value).__name__} {text!r}")
+    return value
+
+
 def _parse_config(text: str | None) -> dict[str, Any]:
     if text is None:
         return {}
@@ -169,14 +181,9 @@ def _parse_config(text: str | None) -> dict[str, Any]:
             raise CalibrationError("config", f"cannot read {path}: {exc.strerror or exc}") from None
         source = str(path)
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CalibrationError("config", f"{source} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise CalibrationError(
-            "config", f"expected a JSON object of keyword arguments for the factory, got {type(value).__name__}"
-        )
-    return value
+        return parse_json_object(text, source, "a JSON object of keyword arguments for the factory")
+    except ValueError as exc:
+        raise CalibrationError("config", str(exc)) from None
 
 
 def _writable_dir(text: str | None) -> Path:

@@ -44,3 +44,19 @@ def test_branch_decisions_classify_steps() -> None:
     assert d.partial_steps == [2]
     assert d.pattern == "C-1C-"
     assert d.as_dict()["computed_steps"] == 2
+
+
+def test_block_counter_counts_qwen_image_blocks() -> None:
+    # the blocks come from the model's extractor, so a Qwen-Image transformer (4 dual-stream blocks) is counted too
+    from ditcache.bundled.patches import load_patches_dit, sample_patches
+
+    patches = load_patches_dit()
+    with BlockCounter(patches.transformer) as plain:
+        sample_patches(patches, [0, 1], 3, 2.0, 0)
+    assert plain.num_blocks == 4
+    assert plain.calls == [[4, 4]] * 6  # cond + uncond per step
+
+    ditcache.apply_teacache_hook(patches.transformer, TeaCacheConfig(rel_l1_thresh=1e9))
+    with BlockCounter(patches.transformer) as cached:
+        sample_patches(patches, [0], 4, None, 0)
+    assert [c[0] for c in cached.calls] == [4, 0, 0, 4]  # first and (forced) last step computed

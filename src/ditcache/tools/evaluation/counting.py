@@ -14,13 +14,14 @@ __all__ = ["BlockCounter", "BranchDecisions", "block_list"]
 
 
 def block_list(transformer: nn.Module) -> list[nn.Module]:
-    blocks: list[nn.Module] = []
-    for attr in ("transformer_blocks", "single_transformer_blocks"):
-        blocks.extend(getattr(transformer, attr, ()))
-    return blocks
+    """The transformer's blocks in execution order, as its registered extractor lists them (any supported model:
+    Flux's double- then single-stream blocks, Qwen-Image's dual-stream blocks, ...)."""
+    from ditcache.core.extractor import get_extractor
+
+    return list(get_extractor(transformer).block_modules(transformer))
 
 
-_BODY_PROBES = ("norm1_context", "proj_mlp", "ff", "norm2", "norm1", "norm")
+_BODY_PROBES = ("norm1_context", "proj_mlp", "img_mlp", "ff", "norm2", "norm1", "norm")
 """Submodules that only a block's own forward calls, in order of preference. The first norm of the first block is
 not first choice: TeaCache's indicator (the modulated input) calls it on every step, skipped or not."""
 
@@ -38,7 +39,8 @@ class BlockCounter:
     """Counts, per transformer call, the blocks whose body ran and the attentions computed.
 
     A forward pre-hook on the transformer opens a new call; pre-hooks on a submodule that only each block's own
-    forward calls (``norm1_context`` of Flux's double-stream blocks, ``proj_mlp`` of its single-stream ones) and
+    forward calls (``norm1_context`` of Flux's double-stream blocks, ``proj_mlp`` of its single-stream ones,
+    ``img_mlp`` of Qwen-Image's blocks) and
     on each attention's ``to_q`` count what really ran. Use as a context manager; :attr:`calls` holds
     ``[blocks, attentions]`` per call.
     """
