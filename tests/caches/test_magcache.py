@@ -639,6 +639,8 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"mag_ratios": "1.0"}, r"MagCacheConfig\.mag_ratios: expected a sequence of positive numbers"),
     ({"profile": ""}, r"MagCacheConfig\.profile: expected a profile name, a path or None"),
     ({"calibrate": 1}, r"MagCacheConfig\.calibrate: expected True or False"),
+    ({"rtol": 1.0}, r"MagCacheConfig\.rtol: expected a number in \(0, 1\) or None"),
+    ({"rtol": 0.1, "threshold": 0.1}, r"MagCacheConfig\.rtol: give either rtol"),
     ({"forecast": {"order": -1}}, r"MagCacheConfig\.forecast\.order: expected an int >= 0"),
     ({"mag_ratios": [1.0], "profile": "p"}, r"MagCacheConfig\.mag_ratios: give either mag_ratios or profile"),
     ({"calibrate": True, "mag_ratios": [1.0]}, r"MagCacheConfig\.calibrate: .*do not pass mag_ratios or profile"),

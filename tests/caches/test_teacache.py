@@ -564,6 +564,8 @@ def test_dtype_change_between_runs(flux: FluxTransformer2DModel) -> None:
 
 # ----------------------------------------------------------------------------- 7. config validation
 BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
+    ({"rtol": 0.0}, "rtol"),
+    ({"rtol": 0.1, "rel_l1_thresh": 0.5}, "rtol"),
     ({"rel_l1_thresh": 0}, "rel_l1_thresh"),
     ({"rel_l1_thresh": -0.1}, "rel_l1_thresh"),
     ({"rel_l1_thresh": math.nan}, "rel_l1_thresh"),

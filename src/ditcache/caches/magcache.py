@@ -47,6 +47,7 @@ from ditcache.caches.magcache_schedule import (
 )
 from ditcache.caches.reuse import FORECAST_TARGETS, ForecastSettings, StepReuse, settle_forecast
 from ditcache.caches.taylorseer import FORECAST_METHODS
+from ditcache.caches.tolerance import ErrorControl
 from ditcache.core.branch import ROLES, Role, named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
@@ -100,6 +101,9 @@ def _c_profile(value: Any) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- config
+_DEFAULT_THRESHOLD = 0.06
+
+
 @attrs.frozen(kw_only=True)
 class MagCacheConfig(StrictConfig):
     """Settings of MagCache. Frozen and validated; unknown keys are refused by :meth:`from_dict`.
@@ -110,7 +114,7 @@ class MagCacheConfig(StrictConfig):
     The defaults (0.06, 3, 0.2) are diffusers'; each preset lists its authors' recommended settings.
     """
 
-    threshold: float = attrs.field(default=0.06, converter=plain_scalar, validator=finite(gt=0))
+    threshold: float = attrs.field(default=_DEFAULT_THRESHOLD, converter=plain_scalar, validator=finite(gt=0))
     """Accumulated-error threshold ``E``; a step is skipped while the error is ``<=`` it. Larger skips more."""
     max_skip_steps: int = attrs.field(default=3, converter=plain_scalar, validator=int_ge(1))
     """``K``: at most this many steps skipped in a row."""
@@ -135,6 +139,11 @@ class MagCacheConfig(StrictConfig):
     """An explicit curve (positive numbers, padding ``1.0`` first) for every branch, overriding the preset."""
     profile: str | None = attrs.field(default=None, converter=_c_profile)
     """Name or path of a calibrated MagCache profile (``ditcache.profiles``), giving per-branch curves."""
+    rtol: float | None = attrs.field(default=None, converter=plain_scalar, validator=optional(finite(gt=0, lt=1)))
+    """Error tolerance instead of ``threshold`` (``ditcache.caches.tolerance``): the relative L1 error a skipped
+    step may make, measured by the cache itself on computed steps (0.05: 5%). The threshold on the accumulated
+    error then adapts online, per branch and generation; ``max_skip_steps`` and the retention window still apply,
+    and the schedule is no longer known before the run. Exclusive with ``threshold`` and ``calibrate``."""
     calibrate: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
     """Measure the ratios instead of skipping; read them with :meth:`MagCache.calibration_profile`."""
     taylorseer: bool = attrs.field(default=False, converter=plain_scalar, validator=is_bool)
@@ -161,6 +170,13 @@ class MagCacheConfig(StrictConfig):
             raise ValueError(
                 "MagCacheConfig.mag_ratios: give either mag_ratios or profile, not both (each is a full curve)"
             )
+        if self.rtol is not None and self.threshold != _DEFAULT_THRESHOLD:
+            raise ValueError(
+                "MagCacheConfig.rtol: give either rtol (an error tolerance that adapts the threshold) or threshold "
+                f"(a fixed one), not both; got rtol={self.rtol!r}, threshold={self.threshold!r}"
+            )
+        if self.rtol is not None and self.calibrate:
+            raise ValueError("MagCacheConfig.rtol: a calibration run never skips; do not pass rtol with calibrate=True")
         if self.calibrate and (self.mag_ratios is not None or self.profile is not None):
             raise ValueError(
                 "MagCacheConfig.calibrate: a calibration run measures the ratios and never skips; do not pass "
@@ -220,7 +236,16 @@ class MagCacheConfig(StrictConfig):
     ) -> MagCacheSchedule:
         """The schedule this config gives ``branch`` (a name: ``"cond"``, ``"uncond"``, ...) for a run of
         ``num_steps`` steps (default :attr:`num_inference_steps`); ``module`` is needed only to infer the model."""
+        _no_schedule_under_rtol(self.rtol)
         return self.resolve(module).schedule(_steps_or_error(num_steps, self.num_inference_steps), branch_role(branch))
+
+
+def _no_schedule_under_rtol(rtol: float | None) -> None:
+    if rtol is not None:
+        raise ValueError(
+            f"MagCacheConfig.rtol: with rtol={rtol!r} the decisions adapt to errors measured during the run, so no "
+            "schedule exists before it; read the decisions after the run with stats(), or set threshold instead"
+        )
 
 
 def _steps_or_error(num_steps: int | None, fallback: int | None) -> int:
@@ -281,6 +306,10 @@ class ResolvedMagCache:
 class _MagState:
     reuse: StepReuse
     calibration_residual: torch.Tensor | None = None
+    control: ErrorControl | None = None
+    acc_ratio: float = 1.0
+    acc_steps: int = 0
+    acc_error: float = 0.0
 
 
 class MagCache(CacheMiddleware[_MagState]):
@@ -299,6 +328,7 @@ class MagCache(CacheMiddleware[_MagState]):
         super().__init__(config)
         self.resolved = resolved
         self._schedules: dict[tuple[str, int], MagCacheSchedule] = {}
+        self._ratios: dict[tuple[str, int], tuple[float, ...]] = {}
         self._calibration = MagCacheCalibration()
         self._module_class: str | None = None
 
@@ -306,12 +336,16 @@ class MagCache(CacheMiddleware[_MagState]):
         self._module_class = type(module).__name__
 
     def new_state(self) -> _MagState:
-        return _MagState(StepReuse(self.config.forecast()))
+        forecast = self.config.forecast()
+        rtol = self.config.rtol
+        control = None if rtol is None else ErrorControl(rtol, forecast.order if forecast is not None else 0)
+        return _MagState(StepReuse(forecast), control=control)
 
     # ------------------------------------------------------------------ schedule
     def schedule(self, num_steps: int | None = None, branch: Hashable = "cond") -> MagCacheSchedule:
         """The schedule a branch named ``branch`` follows in a run of ``num_steps`` steps (default: the config's
         ``num_inference_steps``). Print it to see which steps will be skipped before running."""
+        _no_schedule_under_rtol(self.config.rtol)
         steps = _steps_or_error(num_steps, self.config.num_inference_steps)
         return self._schedule_for(branch_role(branch), steps)
 
@@ -329,6 +363,8 @@ class MagCache(CacheMiddleware[_MagState]):
         out: BlockOutput | FinalOutput
         if self.resolved.calibrate:
             out = self._calibration_step(ctx, state, call_next)
+        elif state.control is not None:
+            out = self._controlled_step(ctx, state, state.control, call_next)
         else:
             out = self._cached_step(ctx, state, call_next)
         return out
@@ -349,6 +385,54 @@ class MagCache(CacheMiddleware[_MagState]):
             planned=planned,
             ratio=sched.ratios[step] if inside else None,
             error=sched.accumulated_error[step] if inside else None,
+        )
+        return result
+
+    def _ratios_for(self, role: str, num_steps: int) -> tuple[float, ...]:
+        key = (role, num_steps)
+        ratios = self._ratios.get(key)
+        if ratios is None:
+            ratios = resample_ratios(self.resolved.curve(role), num_steps)
+            self._ratios[key] = ratios
+        return ratios
+
+    def _controlled_step(
+        self, ctx: CacheContext, state: _MagState, control: ErrorControl, call_next: CallNextBlocks
+    ) -> BlockOutput | FinalOutput:
+        """A step under ``rtol``: the published accumulation, online; a step is skipped while the accumulated
+        error is under the threshold the error control set (and at most ``max_skip_steps`` in a row); a computed
+        step measures the error a skip would have made and adapts the threshold (:mod:`ditcache.caches.tolerance`).
+        In the retention window the accumulators stay untouched and a step's own ``|1 - ratio|`` is what the
+        measured error is set against; such observations may lower the threshold but not raise it."""
+        steps = _steps_or_error(ctx.num_steps, self.config.num_inference_steps)
+        ratios = self._ratios_for(ctx.role, steps)
+        step = ctx.step
+        ratio = ratios[step] if step < len(ratios) else None
+        retained = ratio is None or step < magcache_retention_steps(self.resolved.retention_ratio, steps)
+        usable = state.reuse.usable_for(ctx)
+        skip = False
+        if ratio is not None and not retained:
+            state.acc_ratio *= ratio
+            state.acc_steps += 1
+            state.acc_error += abs(1.0 - state.acc_ratio)
+            skip = usable and control.allows(state.acc_error) and state.acc_steps <= self.resolved.max_skip_steps
+        accumulated = state.acc_error if not retained else (abs(1.0 - ratio) if ratio is not None else 0.0)
+        measured: float | None = None
+        if skip:
+            result = state.reuse.reuse(ctx)
+        else:
+            result, measured = state.reuse.compute_measured(ctx, call_next, measure=usable)
+            if measured is not None:
+                control.observe(accumulated, measured, may_raise=not retained)
+            state.acc_ratio, state.acc_steps, state.acc_error = 1.0, 0, 0.0
+        self.record(
+            ctx,
+            not skip,
+            role=ctx.role,
+            ratio=ratio,
+            error=accumulated,
+            threshold=control.threshold,
+            measured_error=measured,
         )
         return result
 

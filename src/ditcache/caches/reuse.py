@@ -23,6 +23,7 @@ import torch
 from ditcache.caches.taylorseer import FORECAST_METHODS, TaylorSeer
 from ditcache.core.cache import FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
+from ditcache.core.metrics import rel_l1
 from ditcache.core.validators import StrictConfig, from_dict, int_ge, is_bool, one_of, optional, plain_scalar
 
 __all__ = [
@@ -174,13 +175,18 @@ class ResidualCache:
             else:
                 self.encoder_seer.update(self.encoder, step)
 
+    def predict(self, step: int) -> torch.Tensor:
+        """The hidden stream's residual a skip at ``step`` adds: the cached one, or its forecast."""
+        res_h = self.hidden
+        assert res_h is not None, "predict() needs a stored residual; check usable_for() first"
+        if self.hidden_seer is not None and self.hidden_seer.ready:
+            return self.hidden_seer.approximate(step)
+        return res_h
+
     def apply(self, step: int, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None) -> BlockOutput:
         """This step's output: its input plus the cached (or forecast) residual."""
-        res_h = self.hidden
-        assert res_h is not None, "apply() needs a stored residual; check usable_for() first"
+        res_h = self.predict(step)
         res_e = self.encoder
-        if self.hidden_seer is not None and self.hidden_seer.ready:
-            res_h = self.hidden_seer.approximate(step)
         if res_e is not None and self.encoder_seer is not None and self.encoder_seer.ready:
             res_e = self.encoder_seer.approximate(step)
         hidden = hidden_states + res_h
@@ -264,15 +270,28 @@ class StepReuse:
 
     def compute(self, ctx: CacheContext, call_next: Callable[[CacheContext], BlockOutput]) -> BlockOutput | FinalOutput:
         """Run the rest of the stack, remember what a skipped step will need, return the result."""
+        return self.compute_measured(ctx, call_next, measure=False)[0]
+
+    def compute_measured(
+        self, ctx: CacheContext, call_next: Callable[[CacheContext], BlockOutput], *, measure: bool = True
+    ) -> tuple[BlockOutput | FinalOutput, float | None]:
+        """:meth:`compute`, and with ``measure`` the relative L1 error a skip would have made at this step:
+        ``rel_l1(reused, computed)`` of the model output (target ``"output"``) or of the blocks' hidden output
+        (target ``"residual"``); None when nothing could have been reused. The result is that of :meth:`compute`
+        bit for bit; measuring costs one forecast and one host sync."""
         h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
-        hidden, encoder = call_next(ctx)
+        measure = measure and self.usable_for(ctx)
         if self.output is None:
+            hidden, encoder = call_next(ctx)  # the guess is built after the blocks: no extra tensor during them
+            error = rel_l1(h_in + self.residual.predict(ctx.step), hidden, ctx.reducer) if measure else None
             self.residual.store(ctx.step, h_in, e_in, hidden, encoder)
-            return hidden, encoder
+            return (hidden, encoder), error
+        hidden, encoder = call_next(ctx)
         out = ctx.postprocess(hidden, encoder)
+        error = rel_l1(self.output.seer.approximate(ctx.step), output_tensor(out), ctx.reducer) if measure else None
         self.output.store(ctx.step, out)
         self._signature = (h_in.shape, h_in.device)
-        return FinalOutput(out)
+        return FinalOutput(out), error
 
     def reuse(self, ctx: CacheContext) -> BlockOutput | FinalOutput:
         """The result of a skipped step."""

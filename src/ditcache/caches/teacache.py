@@ -35,6 +35,7 @@ from torch import nn
 
 from ditcache.caches.reuse import FORECAST_TARGETS, ForecastSettings, StepReuse, settle_forecast
 from ditcache.caches.taylorseer import FORECAST_METHODS
+from ditcache.caches.tolerance import ErrorControl
 from ditcache.core.branch import named_role
 from ditcache.core.cache import CacheMiddleware, CallNextBlocks, FinalOutput
 from ditcache.core.context import BlockOutput, CacheContext
@@ -100,6 +101,10 @@ def _check_profile(inst: Any, attribute: attrs.Attribute[Any], value: str | None
         raise ValueError(f"TeaCacheConfig.{exc}") from None
 
 
+_DEFAULT_THRESH = 0.2
+RAW_DISTANCE = (0.0, 0.0, 0.0, 1.0, 0.0)
+"""The identity polynomial: TeaCache accumulates the raw relative L1 distance of its indicator."""
+
 RESCALINGS = ("monotone", "published", "abs")
 """How TeaCache maps the indicator distance ``x`` to what it accumulates (see :class:`TeaCacheConfig.rescale`)."""
 
@@ -112,8 +117,15 @@ class TeaCacheConfig(StrictConfig):
     (the reference: first step computed, last step forced).
     """
 
-    rel_l1_thresh: float = attrs.field(default=0.2, converter=plain_scalar, validator=finite(gt=0))
-    """Threshold on the accumulated rescaled distance; larger skips more (FLUX: 0.25 -> ~1.5x, 0.6 -> ~2x)."""
+    rel_l1_thresh: float = attrs.field(default=_DEFAULT_THRESH, converter=plain_scalar, validator=finite(gt=0))
+    """Threshold on the accumulated rescaled distance; larger skips more (FLUX: 0.25 -> ~1.5x, 0.6 -> ~2x). Its
+    meaning depends on the model; ``rtol`` is the setting that transfers."""
+    rtol: float | None = attrs.field(default=None, converter=plain_scalar, validator=optional(finite(gt=0, lt=1)))
+    """Error tolerance instead of a threshold (``ditcache.caches.tolerance``): the relative L1 error a skipped step
+    may make, measured by the cache itself on computed steps (0.05: 5%; smaller is closer to the uncached model).
+    The threshold on the accumulated distance then adapts online, per branch and generation. Exclusive with
+    ``rel_l1_thresh``. When the model's coefficients are only borrowed from another model (no published set), the
+    raw distance is accumulated instead of the borrowed polynomial."""
     model: str | None = attrs.field(
         default=None,
         validator=optional(
@@ -185,6 +197,12 @@ class TeaCacheConfig(StrictConfig):
             raise ValueError(
                 "TeaCacheConfig.profile: give either coefficients or profile, not both (each gives the polynomial)"
             )
+        if self.rtol is not None and self.rel_l1_thresh != _DEFAULT_THRESH:
+            raise ValueError(
+                "TeaCacheConfig.rtol: give either rtol (an error tolerance that adapts the threshold) or "
+                f"rel_l1_thresh (a fixed threshold), not both; got rtol={self.rtol!r}, "
+                f"rel_l1_thresh={self.rel_l1_thresh!r}"
+            )
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
@@ -192,38 +210,54 @@ class TeaCacheConfig(StrictConfig):
 
     def resolve(self, module: nn.Module | None) -> ResolvedTeaCache:
         """Combine this config with the model's preset or its profile."""
-        preset: TeaCachePreset | None = None
-        key = self.model
-        exact = True
         if self.profile is not None:
             return self._resolve_profile(self.profile)
+        key, exact = self.model, True
         if key is None and self.coefficients is None:
             if module is None:
                 raise ValueError("TeaCacheConfig.model: give a model key or coefficients when no module is known")
             key, exact = infer_teacache_model(module)
-        if key is not None:
-            preset = TEACACHE_PRESETS[key]
-            if not exact and self.model is None:
-                _log.warning(
-                    "teacache.coefficients_borrowed",
-                    model_class=type(module).__name__,
-                    preset=key,
-                    note="the module matches no published checkpoint; calibrate coefficients for it",
-                )
-        coefficients = self.coefficients if self.coefficients is not None else preset.coefficients  # type: ignore[union-attr]
+        preset = TEACACHE_PRESETS[key] if key is not None else None
+        if self.coefficients is not None:
+            return self._resolved(preset, self.coefficients, preset=None, source="user coefficients")
+        assert preset is not None and key is not None
+        if not exact and self.rtol is not None:
+            _log.info(
+                "teacache.rtol_raw_distance",
+                model_class=type(module).__name__,
+                note=f"no published coefficients for this class ({key!r} would be borrowed); with rtol the raw "
+                "distance is accumulated and the threshold adapts to it",
+            )
+            return self._resolved(preset, RAW_DISTANCE, preset=None, source="raw distance (rtol, no published set)")
+        if not exact:
+            _log.warning(
+                "teacache.coefficients_borrowed",
+                model_class=type(module).__name__,
+                preset=key,
+                note="the module matches no published checkpoint; calibrate coefficients for it, or use rtol",
+            )
+        return self._resolved(preset, preset.coefficients, preset=key, source=preset.source)
+
+    def _resolved(
+        self, settings: TeaCachePreset | None, coefficients: tuple[float, ...], /, **fields: Any
+    ) -> ResolvedTeaCache:
+        forecast = self.forecast()
         return ResolvedTeaCache(
             thresh=float(self.rel_l1_thresh),
             coefficients=tuple(coefficients),
-            indicator=self.indicator if self.indicator is not None else (preset.indicator if preset else None),
-            warmup_steps=self.warmup_steps if self.warmup_steps is not None else (preset.warmup_steps if preset else 1),
+            indicator=self.indicator if self.indicator is not None else (settings.indicator if settings else None),
+            warmup_steps=self.warmup_steps
+            if self.warmup_steps is not None
+            else (settings.warmup_steps if settings else 1),
             force_last_step=self.force_last_step
             if self.force_last_step is not None
-            else (preset.force_last_step if preset else True),
+            else (settings.force_last_step if settings else True),
             max_consecutive_skips=self.max_consecutive_skips,
             abs_rescaled=self.abs_rescaled,
             rescaling=self.rescale,
-            preset=key if self.coefficients is None else None,
-            source=preset.source if (preset and self.coefficients is None) else "user coefficients",
+            rtol=self.rtol,
+            order=forecast.order if forecast is not None else 0,
+            **fields,
         )
 
     def _resolve_profile(self, profile_ref: str) -> ResolvedTeaCache:
@@ -242,21 +276,8 @@ class TeaCacheConfig(StrictConfig):
                 configured=self.indicator,
                 note="the coefficients were fitted on another indicator; calibrate with the one you use",
             )
-        return ResolvedTeaCache(
-            thresh=float(self.rel_l1_thresh),
-            coefficients=pooled,
-            indicator=self.indicator if self.indicator is not None else indicator,
-            warmup_steps=self.warmup_steps if self.warmup_steps is not None else (preset.warmup_steps if preset else 1),
-            force_last_step=self.force_last_step
-            if self.force_last_step is not None
-            else (preset.force_last_step if preset else True),
-            max_consecutive_skips=self.max_consecutive_skips,
-            abs_rescaled=self.abs_rescaled,
-            rescaling=self.rescale,
-            preset=None,
-            source=f"profile {where}",
-            branch_coefficients=branches,
-        )
+        resolved = self._resolved(preset, pooled, preset=None, source=f"profile {where}", branch_coefficients=branches)
+        return resolved if self.indicator is not None else attrs.evolve(resolved, indicator=indicator)
 
 
 def _profile_polynomial(value: Any, field: str, where: str) -> tuple[float, ...]:
@@ -327,6 +348,10 @@ class ResolvedTeaCache:
     """One of :data:`RESCALINGS` (see :attr:`TeaCacheConfig.rescale`)."""
     branch_coefficients: dict[str, tuple[float, ...]] = attrs.field(factory=dict)
     """Per-branch polynomials of a calibrated profile (``"cond"``, ``"uncond"``); empty: one for every branch."""
+    rtol: float | None = None
+    """The error tolerance (:attr:`TeaCacheConfig.rtol`); None: the fixed threshold :attr:`thresh` decides."""
+    order: int = 0
+    """Order of what is reused (the TaylorSeer order, 0 without forecasting), for the error control."""
 
     def coefficients_for(self, role: str | None) -> tuple[float, ...]:
         """The polynomial of a branch role (see :func:`branch_coefficient_role`); the pooled one by default."""
@@ -386,6 +411,7 @@ def _monotone_shape(coefficients: tuple[float, ...]) -> tuple[float | None, tupl
 @attrs.define
 class _TeaState:
     reuse: StepReuse
+    control: ErrorControl | None = None
     previous_indicator: torch.Tensor | None = None
     accumulated: float = 0.0
     consecutive_skips: int = 0
@@ -402,7 +428,9 @@ class TeaCache(CacheMiddleware[_TeaState]):
         self.resolved = resolved
 
     def new_state(self) -> _TeaState:
-        return _TeaState(StepReuse(self.config.forecast()))
+        r = self.resolved
+        control = ErrorControl(r.rtol, r.order) if r.rtol is not None else None
+        return _TeaState(StepReuse(self.config.forecast()), control)
 
     def _indicator(self, ctx: CacheContext) -> torch.Tensor:
         key = self.resolved.indicator
@@ -439,6 +467,8 @@ class TeaCache(CacheMiddleware[_TeaState]):
     def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         state = self.state(ctx)
         indicator = self._indicator(ctx)
+        if state.control is not None:
+            return self._controlled(ctx, state, state.control, indicator, call_next)
         skip, accumulated, distance = self.decide(ctx, state, indicator)
         if skip:
             result = state.reuse.reuse(ctx)
@@ -449,6 +479,49 @@ class TeaCache(CacheMiddleware[_TeaState]):
         state.accumulated = accumulated
         state.previous_indicator = indicator
         self.record(ctx, not skip, distance=distance, accumulated=accumulated)
+        return result
+
+    def _controlled(
+        self,
+        ctx: CacheContext,
+        state: _TeaState,
+        control: ErrorControl,
+        indicator: torch.Tensor,
+        call_next: CallNextBlocks,
+    ) -> BlockOutput | FinalOutput:
+        """A step under ``rtol``: the distance accumulates on every step; a step is skipped while the accumulated
+        value is under the threshold the error control set; a computed step measures the error a skip would have
+        made and adapts the threshold (:mod:`ditcache.caches.tolerance`)."""
+        r = self.resolved
+        previous = state.previous_indicator
+        distance: float | None = None
+        accumulated = 0.0
+        if previous is not None and previous.shape == indicator.shape:
+            distance = rel_l1(indicator, previous, ctx.reducer)
+            accumulated = state.accumulated + r.rescale(distance, ctx.role if r.branch_coefficients else None)
+        forced = ctx.step < r.warmup_steps or (r.force_last_step and ctx.is_last_step)
+        skip = (
+            distance is not None
+            and not forced
+            and control.allows(accumulated)
+            and (r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips)
+            and state.reuse.usable_for(ctx)
+        )
+        error: float | None = None
+        if skip:
+            result = state.reuse.reuse(ctx)
+            state.consecutive_skips += 1
+            state.accumulated = accumulated
+        else:
+            result, error = state.reuse.compute_measured(ctx, call_next, measure=distance is not None)
+            if error is not None:
+                control.observe(accumulated, error, may_raise=not forced)
+            state.consecutive_skips = 0
+            state.accumulated = 0.0
+        state.previous_indicator = indicator
+        self.record(
+            ctx, not skip, distance=distance, accumulated=accumulated, threshold=control.threshold, measured_error=error
+        )
         return result
 
 
