@@ -27,6 +27,13 @@ PROFILE_MODEL = "ditcache-digits-dit"
 """The model name calibrated profiles of the bundled digits model carry (:func:`profile_model_name`)."""
 
 
+def _transformer(model: nn.Module) -> nn.Module:
+    """``model.transformer``: the module caches are applied to and blocks are counted on."""
+    tf = model.transformer
+    assert isinstance(tf, nn.Module)
+    return tf
+
+
 def profile_model_name(model: str) -> str:
     """The model name the calibrated profiles of the bundled model ``model`` carry: ``ditcache-<name>-dit``."""
     return f"ditcache-{get_bundled_model(model).name}-dit"
@@ -47,7 +54,7 @@ def calibrate_magcache(
     entry = get_bundled_model(settings.model)
     calibration_seed = settings.seed + 1000 if seed is None else seed
     work = copy.deepcopy(model)
-    cache = apply_magcache_hook(work.transformer, MagCacheConfig(calibrate=True))
+    cache = apply_magcache_hook(_transformer(work), MagCacheConfig(calibrate=True))
     assert isinstance(cache, MagCache)
     entry.sample(
         work,
@@ -111,8 +118,7 @@ def _without_blocks(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose transformer has no blocks: every child ``ModuleList`` of blocks (as the model's
     extractor lists them) emptied."""
     bare = copy.deepcopy(model)
-    tf = bare.transformer
-    assert isinstance(tf, nn.Module)
+    tf = _transformer(bare)
     blocks = {id(b) for b in block_list(tf)}
     for attr, child in list(tf.named_children()):
         if isinstance(child, nn.ModuleList) and len(child) and all(id(b) in blocks for b in child):
@@ -159,7 +165,7 @@ def evaluate(
     base = model if model is not None else bundled.load()
     from ditcache.core.runtime import get_cache_runtime
 
-    runtime = get_cache_runtime(base.transformer)
+    runtime = get_cache_runtime(_transformer(base))
     if runtime is not None and runtime.middlewares:
         raise ValueError(
             f"model: caches {[m.name for m in runtime.middlewares]} are applied to model.transformer; pass an "
@@ -179,13 +185,13 @@ def evaluate(
             entries.append(_Entry(method, None, None, error=f"install: {type(exc).__name__}: {exc}"))
     bare = _without_blocks(base)
 
-    num_blocks = len(block_list(base.transformer))
+    num_blocks = len(block_list(_transformer(base)))
     with torch.inference_mode():
         # First run of every configuration: decisions, samples, and the warm-up of its code paths.
         for entry in entries:
             if entry.model is not None:
                 try:
-                    with BlockCounter(entry.model.transformer) as counter:
+                    with BlockCounter(_transformer(entry.model)) as counter:
                         entry.images = _run(entry.model, entry.before, settings)
                     entry.calls = counter.calls
                     _decisions(entry.calls, settings, num_blocks)
