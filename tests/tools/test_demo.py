@@ -106,6 +106,23 @@ def test_run_demo_grid_has_one_row_per_configuration(model: DigitsDiT, tmp_path:
     assert heights[1] > heights[0]  # two more rows of samples
 
 
+def test_demo_runs_the_patches_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo"
+    argv = ["demo", "--model", "patches", "--out", str(out), "--steps", "4", "--labels", "5", "--repeats", "1"]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "patches model (diffusers QwenImageTransformer2DModel)" in stdout and "guidance 2," in stdout
+    data = json.loads((out / "demo.json").read_text())
+    settings = data["evaluation"]["settings"]
+    assert settings["model"] == "patches" and settings["labels"] == [5] and settings["guidance_scale"] == 2.0
+    results = data["evaluation"]["results"]
+    assert [r["error"] for r in results] == [None] * 4
+    assert all(r["blocks_total"] == 4 * 4 * 2 for r in results)  # 4 dual-stream blocks, 4 steps, 2 branches
+    # TeaCache resolves the Qwen-Image preset for the class, not FLUX.1-dev's
+    assert "model" not in results[0]["params"]["teacache"]
+    assert _png_size(out / "samples.png")[0] > 0
+
+
 @pytest.mark.parametrize("kind", ["file", "under_file"])
 def test_unwritable_output_directory_exits_2(tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "not-a-dir"
@@ -124,8 +141,11 @@ def test_unwritable_output_directory_exits_2(tmp_path: Path, kind: str, capsys: 
     ("argv", "message"),
     [
         (["--steps", "1"], "argument --steps: expected an integer in [2, 1000], got '1'"),
-        (["--labels", "1,12"], "argument --labels: expected comma-separated digits 0-9, got '1,12'"),
-        (["--labels", "a"], "argument --labels: expected comma-separated digits 0-9, got 'a'"),
+        (["--labels", "1,12"], "argument --labels: the digits model's labels are 0..9, got '1,12'"),
+        (["--model", "patches", "--labels", "3,104"], "argument --labels: the patches model's labels are 0..103"),
+        (["--labels", "a"], "argument --labels: expected comma-separated labels (ints >= 0), got 'a'"),
+        (["--labels", "-1"], "argument --labels: expected comma-separated labels (ints >= 0), got '-1'"),
+        (["--model", "faces"], "argument --model: invalid choice"),
         (["--guidance", "1"], "argument --guidance: expected a finite number > 1, got '1'"),
         (["--repeats", "0"], "argument --repeats: expected an integer in [1, 100], got '0'"),
         (["--threads", "0"], "argument --threads: expected an integer in [1, 256], got '0'"),

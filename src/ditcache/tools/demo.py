@@ -1,8 +1,11 @@
-"""``ditcache demo``: every cache on the bundled trained model, against the uncached run, in one process.
+"""``ditcache demo``: every cache on a bundled trained model, against the uncached run, in one process.
 
-The bundled digits model (:mod:`ditcache.bundled`, a trained diffusers ``FluxTransformer2DModel``) generates one
-image per digit, uncached and with each cache of :func:`demo_methods`: TeaCache, MagCache, DBCache and MagCache
-stacked over DBCache, with settings chosen for this model (see ``docs/benchmarks.md``). MagCache's magnitude-ratio
+A bundled model (``--model``: ``digits``, a trained diffusers ``FluxTransformer2DModel`` drawing digits, the
+default, or ``patches``, a trained ``QwenImageTransformer2DModel`` painting photo patches; see
+:data:`ditcache.bundled.BUNDLED_MODELS`, where everything model-specific comes from: labels, guidance, image shape,
+data range) generates one image per label, uncached and with each cache of :func:`demo_methods`: TeaCache,
+MagCache, DBCache and MagCache stacked over DBCache, the same settings on every model (see
+``docs/benchmarks.md``). MagCache's magnitude-ratio
 curves are calibrated in-process first (one uncached generation on another seed) and written to the output
 directory as a profile. The runs go through :func:`ditcache.tools.evaluation.evaluate`: same labels, seed, steps and
 guidance for everyone, interleaved timed repetitions (the fastest counts), transformer blocks counted as they run,
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +28,9 @@ from typing import Any
 import attrs
 import torch
 from rich.console import Console
+from torch import nn
 
-from ditcache.bundled import DigitsDiT, load_digits_dit
+from ditcache.bundled import BUNDLED_MODELS, get_bundled_model
 from ditcache.caches.dbcache import DBCacheConfig
 from ditcache.caches.magcache import MagCacheConfig
 from ditcache.caches.teacache import TeaCacheConfig
@@ -57,18 +62,19 @@ DEFAULT_OUT = Path("ditcache-demo")
 def demo_methods(magcache_profile: str | os.PathLike[str]) -> list[Method]:
     """The demo's configurations; ``magcache_profile`` is the calibrated MagCache profile (a path).
 
-    Settings picked from a ``ditcache bench`` run on this model (50 steps, CFG 3; see ``docs/benchmarks.md``):
-    each keeps the samples at about 40 dB PSNR against the uncached ones or better, with a clear speed-up.
-    TeaCache borrows FLUX.1-dev's coefficients (a ``max_consecutive_skips`` cap makes its schedule regular) and
-    its TaylorSeer forecasts the model output (``taylorseer_target="output"``): at the same decisions (t=1, at most
-    8 skips) that gives 46.6 dB where forecasting the block residual gives 42.9 dB (CFG 3), so the demo spends the
-    margin on a higher threshold (14% of the blocks run, about 43 dB with and without guidance).
+    The same configurations on every bundled model. Settings picked from a ``ditcache bench`` run on the digits
+    model (50 steps, CFG 3; see ``docs/benchmarks.md``): each keeps the samples at about 40 dB PSNR against the
+    uncached ones or better, with a clear speed-up. TeaCache takes the coefficients the library resolves for the
+    transformer's class (FLUX.1-dev's for the digits model, Qwen-Image's for the patches model; a
+    ``max_consecutive_skips`` cap makes its schedule regular) and its TaylorSeer forecasts the model output
+    (``taylorseer_target="output"``): on the digits model, at the same decisions (t=1, at most 8 skips) that gives
+    46.6 dB where forecasting the block residual gives 42.9 dB (CFG 3), so the demo spends the margin on a higher
+    threshold (14% of the blocks run, about 43 dB with and without guidance).
     DBCache is cache-dit's recommended "F1B0 + TaylorSeer".
     """
     profile = os.fspath(magcache_profile)
     tea = TeaCacheConfig(
         rel_l1_thresh=2.0,
-        model="flux.1-dev",
         taylorseer=True,
         taylorseer_target="output",
         max_consecutive_skips=8,
@@ -110,17 +116,18 @@ def run_demo(
     out: Path,
     settings: EvalSettings | None = None,
     *,
-    model: DigitsDiT | None = None,
+    model: nn.Module | None = None,
     methods: Callable[[str], list[Method]] | None = None,
     progress: Callable[[str, int], None] | None = None,
 ) -> DemoReport:
     """Calibrate MagCache, evaluate the demo's configurations and write the files to ``out`` (which must exist).
 
-    ``methods`` builds the configurations from the profile path (default: :func:`demo_methods`);
-    ``progress(description, total)`` is called once per sampling run.
+    The bundled model is ``settings.model`` (``model``, when given, is that model already loaded). ``methods``
+    builds the configurations from the profile path (default: :func:`demo_methods`); ``progress(description,
+    total)`` is called once per sampling run.
     """
     settings = settings if settings is not None else EvalSettings(repeats=2)
-    base = model if model is not None else load_digits_dit()
+    base = model if model is not None else get_bundled_model(settings.model).load()
     build = methods if methods is not None else demo_methods
     profile_path = out / "magcache_profile.json"
     probe = build(str(profile_path))
@@ -153,8 +160,8 @@ def _labels(text: str) -> tuple[int, ...]:
         out = tuple(int(p) for p in text.split(",") if p.strip())
     except ValueError:
         out = ()
-    if not out or any(not 0 <= d <= 9 for d in out):
-        raise argparse.ArgumentTypeError(f"expected comma-separated digits 0-9, got {text!r}")
+    if not out or any(d < 0 for d in out):
+        raise argparse.ArgumentTypeError(f"expected comma-separated labels (ints >= 0), got {text!r}")
     return out
 
 
@@ -162,24 +169,39 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register the ``demo`` sub-command on an argparse sub-parsers object."""
     demo: argparse.ArgumentParser = commands.add_parser(
         "demo",
-        help="run every cache on the bundled trained model: speed-ups, errors, sample and decision plots",
+        help="run every cache on a bundled trained model: speed-ups, errors, sample and decision plots",
         description=(
-            "Generate one image per digit with the bundled trained digits model (a diffusers "
-            "FluxTransformer2DModel), uncached and with TeaCache, MagCache (curve calibrated in-process), DBCache "
-            "and MagCache over DBCache, in this process; print steps and blocks computed, the speed-up against the "
-            "uncached run, PSNR and max abs error against the uncached samples; write samples.png, decisions.png, "
-            "magcache_profile.json and demo.json to --out."
+            "Generate one image per label with a bundled trained model (--model: digits, a diffusers "
+            "FluxTransformer2DModel, or patches, a QwenImageTransformer2DModel), uncached and with TeaCache, "
+            "MagCache (curve calibrated in-process), DBCache and MagCache over DBCache, in this process; print "
+            "steps and blocks computed, the speed-up against the uncached run, PSNR and max abs error against the "
+            "uncached samples; write samples.png, decisions.png, magcache_profile.json and demo.json to --out."
         ),
     )
     demo.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: ./{DEFAULT_OUT}; created if missing)"
     )
+    demo.add_argument(
+        "--model",
+        choices=sorted(BUNDLED_MODELS),
+        default="digits",
+        help="bundled model (default: digits; patches: photo patches on a QwenImageTransformer2DModel)",
+    )
     demo.add_argument("--steps", type=int_in(2, 1000), default=50, help="denoising steps (2-1000, default: 50)")
     demo.add_argument(
-        "--guidance", type=guidance_scale, default=3.0, help="classifier-free guidance scale, > 1 (default: 3)"
+        "--guidance",
+        type=guidance_scale,
+        default=None,
+        help="classifier-free guidance scale, > 1 (default: the model's own: digits 3, patches 2)",
     )
     demo.add_argument("--no-cfg", action="store_true", help="sample without classifier-free guidance")
-    demo.add_argument("--labels", type=_labels, default=tuple(range(10)), help="digits to draw (default: 0,1,...,9)")
+    demo.add_argument(
+        "--labels",
+        type=_labels,
+        default=None,
+        help="labels to draw, comma-separated (digits: the digits 0-9; patches: reference patches 0-103; "
+        "default: the model's default labels, 0,1,...,9 for both)",
+    )
     demo.add_argument("--seed", type=int_in(0, 2**31 - 1), default=0, help="seed of the noise (default: 0)")
     demo.add_argument(
         "--repeats", type=int_in(1, 100), default=2, help="timed runs of each configuration; the fastest counts"
@@ -201,17 +223,29 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
     if problem is not None:
         console.print(f"[red]ditcache demo: error: argument --out: {problem}[/red]", highlight=False)
         return 2
+    entry = get_bundled_model(args.model)
+    labels = args.labels if args.labels is not None else entry.default_labels
+    top = entry.null_label - 1
+    if any(label > top for label in labels):
+        print(
+            f"ditcache demo: error: argument --labels: the {entry.name} model's labels are 0..{top}, got "
+            f"{','.join(map(str, labels))!r}",
+            file=sys.stderr,
+        )
+        return 2
+    guidance = args.guidance if args.guidance is not None else entry.default_guidance
     settings = EvalSettings(
-        labels=args.labels,
+        model=entry.name,
+        labels=labels,
         seed=args.seed,
         num_steps=args.steps,
-        guidance_scale=None if args.no_cfg else args.guidance,
+        guidance_scale=None if args.no_cfg else guidance,
         repeats=args.repeats,
         timer="wall",
     )
-    cfg = "no guidance" if args.no_cfg else f"classifier-free guidance {args.guidance:g}"
+    cfg = "no guidance" if args.no_cfg else f"classifier-free guidance {guidance:g}"
     console.print(
-        f"ditcache demo: the bundled trained digits model (diffusers FluxTransformer2DModel, 6 blocks), "
+        f"ditcache demo: the bundled trained {entry.name} model (diffusers {entry.transformer_class}), "
         f"{len(settings.labels)} images, {settings.num_steps} Euler steps, {cfg}, "
         f"{args.threads} torch CPU thread(s).",
         highlight=False,
@@ -249,7 +283,8 @@ def _cmd_demo(args: argparse.Namespace, console: Console) -> int:
         "Steps computed count transformer calls (steps x CFG branches) on which every block ran; partial ones ran "
         "only DBCache's first block. PSNR and max abs error are against the uncached samples (pixels in [0, 1]). "
         "Timings: wall clock, fastest of interleaved repetitions in this process. MagCache's curve was calibrated "
-        f"in-process on seed {settings.seed + 1000}; TeaCache borrows FLUX.1-dev's coefficients.",
+        f"in-process on seed {settings.seed + 1000}; TeaCache uses the coefficients ditcache resolves for "
+        f"{entry.transformer_class}.",
         highlight=False,
     )
     console.print(f"Wrote {', '.join(p.name for p in report.files.values())} to {out}", highlight=False)

@@ -1,5 +1,6 @@
 """The plots of ``ditcache demo`` (samples, per-step decisions) and ``ditcache bench`` (speed-up against PSNR with
-the Pareto fronts, hook overhead), written as PNG files with matplotlib's Agg backend (imported on first use)."""
+the Pareto fronts, the PSNR spread of each setting across models and modes, hook overhead), written as PNG files
+with matplotlib's Agg backend (imported on first use)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ditcache.tools.evaluation import Evaluation, RunResult
 if TYPE_CHECKING:  # the bench imports this module; only its type is needed here
     from ditcache.tools.bench.report import BenchReport
 
-__all__ = ["pareto_front", "plot_decisions", "plot_hook_overhead", "plot_pareto", "plot_samples"]
+__all__ = ["pareto_front", "plot_decisions", "plot_hook_overhead", "plot_pareto", "plot_samples", "plot_spread"]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -55,79 +56,33 @@ def _style_key(family: str) -> str:
 
 
 def plot_pareto(report: BenchReport, path: Path, psnr_range: tuple[float, float] = (20.0, 70.0)) -> None:
-    """Speed-up against PSNR, one panel per mode: ours filled, peers hollow, one colour and marker per family;
-    the Pareto front of each side, the quality levels of the verdicts, and the verdicts' picks as stars. PSNRs
-    outside ``psnr_range`` are drawn at its edges (identical samples at the top). The quality levels drawn are the
-    verdicts'."""
+    """Speed-up against PSNR, one panel per model (rows) and mode (columns): ours filled, peers hollow, one colour
+    and marker per family; the Pareto front of each side, the quality levels of the verdicts, the per-model
+    verdicts' picks as stars and the transfer verdicts' setting (the same configuration in every panel) as a red
+    ring. PSNRs outside ``psnr_range`` are drawn at its edges (identical samples at the top)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lo, hi = psnr_range
-    modes = list(report.evaluations)
-    fig, axes = plt.subplots(1, len(modes), figsize=(7.5 * len(modes), 6.4), squeeze=False)
+    models = list(report.evaluations)
+    modes = list(dict.fromkeys(mode for per_mode in report.evaluations.values() for mode in per_mode))
+    fig, axes = plt.subplots(
+        len(models), len(modes), figsize=(7.5 * len(modes), 0.9 + 5.6 * len(models)), squeeze=False
+    )
     handles: dict[str, Any] = {}
-    for ax, mode in zip(axes[0], modes):
-        ev = report.evaluations[mode]
-        for origin in ("peer", "ours"):
-            pts: list[tuple[float, float]] = []
-            for r in ev.results:
-                if r.method.origin != origin or not r.ok:
-                    continue
-                y = min(max(r.psnr, lo), hi)
-                pts.append((r.speedup, y))
-                key = _style_key(r.method.family)
-                color, marker = _FAMILY_STYLE[key]
-                handles[key] = ax.scatter(
-                    r.speedup,
-                    y,
-                    s=34,
-                    marker=marker,
-                    facecolors=color if origin == "ours" else "none",
-                    edgecolors=color,
-                    linewidths=1.1,
-                    alpha=0.8,
-                    label=f"{key} ({origin})",
-                )
-            front = pareto_front(pts)
-            if front:
-                xs, ys = zip(*front)
-                line = ax.step(
-                    xs,
-                    ys,
-                    where="pre",
-                    color="black" if origin == "ours" else "grey",
-                    linestyle="-" if origin == "ours" else "--",
-                    linewidth=1.3,
-                    label=f"Pareto front ({origin})",
-                )
-                handles[f"front {origin}"] = line[0]
-        for v in report.verdicts:
-            if v.mode != mode:
+    transfer_names = {t.name for t in report.transfer if t.name is not None}
+    for row, model in enumerate(models):
+        for col, mode in enumerate(modes):
+            ax = axes[row][col]
+            ev = report.evaluations[model].get(mode)
+            if ev is None:
+                ax.set_visible(False)
                 continue
-            for best, color in ((v.ours, "black"), (v.peer, "grey")):
-                if best is not None:
-                    ax.scatter(best.speedup, min(max(best.psnr, lo), hi), marker="*", s=200, color=color, zorder=5)
-        ax.set_ylim(lo - 1, hi + 2)
-        for level in sorted({v.min_psnr for v in report.verdicts}, reverse=True):
-            ax.axhline(level, color="#999999", linewidth=0.8, linestyle=":")
-            ax.annotate(
-                f"{level:g} dB",
-                (1.0, level),
-                xycoords=("axes fraction", "data"),
-                ha="right",
-                va="bottom",
-                fontsize=8,
-                color="#666666",
-            )
-        settings = ev.settings
-        title = "no classifier-free guidance" if mode == "no-cfg" else f"CFG scale {settings.guidance_scale:g}"
-        ax.set_title(f"{title}: {settings.num_steps} steps, {len(settings.labels)} images, {settings.timer} time")
-        ax.set_xlabel("measured speed-up over the uncached run (x)")
-        ax.set_ylabel(f"PSNR vs uncached samples (dB; clipped to [{lo:g}, {hi:g}])")
-        ax.grid(True, alpha=0.3)
-    order = [k for k in _FAMILY_STYLE if k in handles] + [k for k in ("front ours", "front peer") if k in handles]
+            _pareto_panel(ax, report, model, mode, ev, lo, hi, handles, transfer_names)
+    order = [k for k in _FAMILY_STYLE if k in handles]
+    order += [k for k in ("front ours", "front peer", "transfer") if k in handles]
     fig.legend(
         [handles[k] for k in order],
         [handles[k].get_label() for k in order],
@@ -137,11 +92,146 @@ def plot_pareto(report: BenchReport, path: Path, psnr_range: tuple[float, float]
         frameon=False,
     )
     fig.suptitle(
-        "ditcache bench on the bundled digits DiT: ditcache filled, peers hollow; stars: the verdicts' picks "
-        "(black: ours, grey: peers)",
+        "ditcache bench on the bundled models: ditcache filled, peers hollow; stars: the per-model verdicts' picks "
+        "(black: ours, grey: peers); red rings: the transfer verdicts' setting",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    legend_height = 1.3 / (0.9 + 5.6 * len(models))
+    fig.tight_layout(rect=(0, legend_height, 1, 0.98))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pareto_panel(
+    ax: Any,
+    report: BenchReport,
+    model: str,
+    mode: str,
+    ev: Evaluation,
+    lo: float,
+    hi: float,
+    handles: dict[str, Any],
+    transfer_names: set[str],
+) -> None:
+    for origin in ("peer", "ours"):
+        pts: list[tuple[float, float]] = []
+        for r in ev.results:
+            if r.method.origin != origin or not r.ok:
+                continue
+            y = min(max(r.psnr, lo), hi)
+            pts.append((r.speedup, y))
+            key = _style_key(r.method.family)
+            color, marker = _FAMILY_STYLE[key]
+            handles[key] = ax.scatter(
+                r.speedup,
+                y,
+                s=34,
+                marker=marker,
+                facecolors=color if origin == "ours" else "none",
+                edgecolors=color,
+                linewidths=1.1,
+                alpha=0.8,
+                label=f"{key} ({origin})",
+            )
+            if r.name in transfer_names:
+                handles["transfer"] = ax.scatter(
+                    r.speedup,
+                    y,
+                    s=160,
+                    facecolors="none",
+                    edgecolors="red",
+                    linewidths=1.6,
+                    zorder=6,
+                    label="transfer verdicts' setting",
+                )
+        front = pareto_front(pts)
+        if front:
+            xs, ys = zip(*front)
+            line = ax.step(
+                xs,
+                ys,
+                where="pre",
+                color="black" if origin == "ours" else "grey",
+                linestyle="-" if origin == "ours" else "--",
+                linewidth=1.3,
+                label=f"Pareto front ({origin})",
+            )
+            handles[f"front {origin}"] = line[0]
+    for v in report.verdicts:
+        if v.mode != mode or v.model != model:
+            continue
+        for best, color in ((v.ours, "black"), (v.peer, "grey")):
+            if best is not None:
+                ax.scatter(best.speedup, min(max(best.psnr, lo), hi), marker="*", s=200, color=color, zorder=5)
+    ax.set_ylim(lo - 1, hi + 2)
+    for level in sorted({v.min_psnr for v in report.verdicts}, reverse=True):
+        ax.axhline(level, color="#999999", linewidth=0.8, linestyle=":")
+        ax.annotate(
+            f"{level:g} dB",
+            (1.0, level),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="#666666",
+        )
+    settings = ev.settings
+    title = "no classifier-free guidance" if mode == "no-cfg" else f"CFG scale {settings.guidance_scale:g}"
+    ax.set_title(
+        f"{model}: {title}, {settings.num_steps} steps, {len(settings.labels)} images, {settings.timer} time",
+        fontsize=10,
+    )
+    ax.set_xlabel("measured speed-up over the uncached run (x)")
+    ax.set_ylabel(f"PSNR vs uncached samples (dB; clipped to [{lo:g}, {hi:g}])")
+    ax.grid(True, alpha=0.3)
+
+
+def plot_spread(report: BenchReport, path: Path, psnr_range: tuple[float, float] = (20.0, 70.0)) -> None:
+    """Per setting of ours (one row each, the same configuration on every model and mode): its PSNR in each model
+    and mode (one marker per model and mode) joined by a bar from the smallest to the largest, the spread written
+    at the right; the quality levels as dotted lines. PSNRs outside ``psnr_range`` are drawn at its edges."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lo, hi = psnr_range
+    spreads = list(report.spreads)
+    cells = list(dict.fromkeys(cell for s in spreads for cell in s.psnr))
+    markers = ("o", "s", "^", "v", "D", "P", "X", "*")
+    colors = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+    fig, ax = plt.subplots(figsize=(11, 1.6 + 0.22 * max(1, len(spreads))))
+    for i, s in enumerate(spreads):
+        ys = [min(max(v, lo), hi) for v in s.psnr.values()]
+        ax.plot([min(ys), max(ys)], [i, i], color="#bbbbbb", linewidth=3, solid_capstyle="round", zorder=1)
+        for k, cell in enumerate(cells):
+            if cell in s.psnr:
+                ax.scatter(
+                    min(max(s.psnr[cell], lo), hi),
+                    i,
+                    marker=markers[k % len(markers)],
+                    color=colors[k % len(colors)],
+                    s=22,
+                    zorder=2,
+                    label=f"{cell[0]}, {cell[1]}" if i == 0 else None,
+                )
+        ax.annotate(
+            f"{s.spread:.1f} dB", (1.0, i), xycoords=("axes fraction", "data"), ha="left", va="center", fontsize=7
+        )
+    for level in sorted({t.min_psnr for t in report.transfer}, reverse=True):
+        ax.axvline(level, color="#999999", linewidth=0.8, linestyle=":")
+    ax.set_yticks(range(len(spreads)), [s.name for s in spreads], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(lo - 1, hi + 1)
+    ax.set_xlabel(f"PSNR vs uncached samples (dB; clipped to [{lo:g}, {hi:g}])")
+    ax.set_title(
+        "The same setting on every model and mode: PSNR per model and mode, spread (max - min) at the right",
+        fontsize=9,
+    )
+    ax.grid(True, axis="x", alpha=0.3)
+    if spreads:
+        ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -192,9 +282,15 @@ def _row_label(r: RunResult) -> str:
     return f"{r.name}\n{r.speedup:.2f}x, {psnr}"
 
 
+def _as_hwc(image: torch.Tensor) -> torch.Tensor:
+    """One image as ``(H, W, C)``: grey ``(H, W)`` gets one channel, ``(C, H, W)`` is moved channel-last."""
+    image = image.detach().float().cpu()
+    return image.unsqueeze(-1) if image.dim() == 2 else image.permute(1, 2, 0)
+
+
 def plot_samples(evaluation: Evaluation, path: Path) -> None:
     """The samples of every configuration side by side: one row per configuration (uncached first), one column
-    per label."""
+    per label. Grey images (digits) are drawn dark on light, RGB ones (patches) as they are."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,24 +298,32 @@ def plot_samples(evaluation: Evaluation, path: Path) -> None:
 
     rows = _rows(evaluation)
     labels = evaluation.settings.labels
-    side = 16
+    assert rows[0].images is not None
+    sample = _as_hwc(rows[0].images[0])
+    height, width, channels = sample.shape
     pad = 2
-    grid = torch.full((len(rows) * (side + pad) - pad, len(labels) * (side + pad) - pad), 0.12)
+    grid = torch.full(
+        (len(rows) * (height + pad) - pad, len(labels) * (width + pad) - pad, channels),
+        0.12 if channels == 1 else 1.0,
+    )
     for i, r in enumerate(rows):
         assert r.images is not None
         for j in range(len(labels)):
-            y, x = i * (side + pad), j * (side + pad)
-            grid[y : y + side, x : x + side] = r.images[j].float().cpu()
+            y, x = i * (height + pad), j * (width + pad)
+            grid[y : y + height, x : x + width] = _as_hwc(r.images[j]).clamp(0.0, 1.0)
     fig, ax = plt.subplots(figsize=(2.4 + 0.6 * len(labels), 0.7 + 0.6 * len(rows)))
-    ax.imshow(grid.numpy(), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_xticks([j * (side + pad) + side / 2 - 0.5 for j in range(len(labels))], [str(d) for d in labels])
-    ax.set_yticks([i * (side + pad) + side / 2 - 0.5 for i in range(len(rows))], [_row_label(r) for r in rows])
+    if channels == 1:
+        ax.imshow(grid[..., 0].numpy(), cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(grid.numpy(), interpolation="nearest")
+    ax.set_xticks([j * (width + pad) + width / 2 - 0.5 for j in range(len(labels))], [str(d) for d in labels])
+    ax.set_yticks([i * (height + pad) + height / 2 - 0.5 for i in range(len(rows))], [_row_label(r) for r in rows])
     ax.tick_params(length=0, labelsize=8)
     for spine in ax.spines.values():
         spine.set_visible(False)
     s = evaluation.settings
     cfg = f"CFG {s.guidance_scale:g}" if s.guided else "no CFG"
-    ax.set_title(f"bundled digits DiT, {s.num_steps} Euler steps, {cfg}, seed {s.seed}", fontsize=9)
+    ax.set_title(f"bundled {s.model} DiT, {s.num_steps} Euler steps, {cfg}, seed {s.seed}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -20,7 +20,9 @@ from ditcache.tools.evaluation import (
     ("kwargs", "message"),
     [
         ({"labels": ()}, "EvalSettings.labels: expected at least one label"),
-        ({"labels": (3, 10)}, "EvalSettings.labels: allowed values are the digits 0..9"),
+        ({"labels": (3, 10)}, "EvalSettings.labels: allowed values are the digits model's labels 0..9"),
+        ({"model": "patches", "labels": (104,)}, "EvalSettings.labels: allowed values are the patches model's labels"),
+        ({"model": "faces"}, "EvalSettings.model: unknown bundled model 'faces'"),
         ({"labels": "012"}, "EvalSettings.labels: expected a sequence of class labels"),
         ({"num_steps": 1}, "EvalSettings.num_steps: expected an int >= 2"),
         ({"repeats": 0}, "EvalSettings.repeats: expected an int >= 1"),

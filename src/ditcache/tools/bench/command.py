@@ -1,4 +1,5 @@
-"""The ``ditcache bench`` sub-command: its options, the progress display and the printed tables and verdicts."""
+"""The ``ditcache bench`` sub-command: its options, the progress display and the printed tables and verdicts (per
+model and mode, and the transfer verdict across them)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,29 @@ import torch
 from rich.console import Console
 
 from ditcache.tools.argtypes import guidance_scale, int_in
-from ditcache.tools.bench.report import DEFAULT_GUIDANCE, MODES, BenchReport, run_bench
-from ditcache.tools.bench.verdicts import QUALITY_LEVELS, TARGET_EFFICIENCY, TARGET_RATIO
+from ditcache.tools.bench.report import MODELS, MODES, BenchReport, run_bench
+from ditcache.tools.bench.verdicts import (
+    PSNR_TOLERANCE,
+    QUALITY_LEVELS,
+    TARGET_EFFICIENCY,
+    TARGET_RATIO,
+    TRANSFER_TARGET_RATIO,
+)
 from ditcache.tools.evaluation import TIMERS, Evaluation
 from ditcache.tools.output import check_output_dir, fmt_psnr, progress_bar, result_table
 
-__all__ = ["add_parser", "print_verdicts", "verdict_lines"]
+__all__ = ["add_parser", "print_spread", "print_transfer", "print_verdicts", "transfer_lines", "verdict_lines"]
+
+
+def _ratio(value: float) -> str:
+    return "inf" if math.isinf(value) else f"{value:.2f}x"
 
 
 def verdict_lines(report: BenchReport) -> list[str]:
-    """The verdicts as rich-markup lines: best ours against best peer per mode and quality level."""
+    """The verdicts as rich-markup lines: best ours against best peer per model, mode and quality level."""
     lines: list[str] = []
     for v in report.verdicts:
-        head = f"[bold]{v.mode}, PSNR >= {v.min_psnr:g} dB[/bold]"
+        head = f"[bold]{v.model}, {v.mode}, PSNR >= {v.min_psnr:g} dB[/bold]"
         if v.ours is None:
             lines.append(f"{head}: no configuration of ours reaches this quality [red](goal missed)[/red]")
             continue
@@ -46,15 +57,78 @@ def verdict_lines(report: BenchReport) -> list[str]:
 
 def print_verdicts(report: BenchReport, console: Console) -> None:
     """Print :func:`verdict_lines` under a title."""
-    console.print("[bold]Verdicts[/bold]: fastest configuration of each side at equal quality, measured in this run")
+    console.print(
+        "[bold]Verdicts[/bold]: per model and mode, fastest configuration of each side at equal quality, measured "
+        "in this run"
+    )
     for line in verdict_lines(report):
         console.print(line, highlight=False)
 
 
-def _print_mode_table(mode: str, ev: Evaluation, console: Console, limit: int) -> None:
+def transfer_lines(report: BenchReport) -> list[str]:
+    """The transfer verdicts as rich-markup lines: per quality level, the one setting of ours across every model
+    and mode, its numbers in each, and the goals."""
+    lines: list[str] = []
+    for t in report.transfer:
+        head = f"[bold]PSNR >= {t.min_psnr:g} dB on every model and mode[/bold]"
+        if t.name is None:
+            lines.append(f"{head}: no setting of ours meets it everywhere [red](goal missed)[/red]")
+            continue
+        lines.append(f"{head}: {t.name} ({t.candidates} settings meet it everywhere)")
+        for c in t.cells:
+            peer = "no peer meets it" if c.peer is None else f"best peer {c.peer.speedup:.2f}x {c.peer.name}"
+            margin = "" if math.isinf(c.psnr_margin) else f" (+{c.psnr_margin:.1f})"
+            lines.append(
+                f"  {c.model}, {c.mode}: {c.ours.speedup:5.2f}x, {fmt_psnr(c.ours.psnr, ' dB')}{margin}, "
+                f"{c.ours.computed_fraction:.0%} of blocks; {peer}; ratio {_ratio(c.ratio)}"
+            )
+        ratio = "[green]met[/green]" if t.ratio_passed else "[red]missed[/red]"
+        band = "[green]met[/green]" if t.psnr_passed else "[red]missed[/red]"
+        worst_margin = max(c.psnr_margin for c in t.cells)
+        lines.append(
+            f"  worst-case speed-up {t.worst_speedup:.2f}x; worst ratio {_ratio(t.worst_ratio)}: goal >= "
+            f"{TRANSFER_TARGET_RATIO:.2f}x everywhere {ratio}; largest PSNR margin {fmt_psnr(worst_margin, ' dB')}: "
+            f"goal <= {PSNR_TOLERANCE:g} dB {band}"
+        )
+    return lines
+
+
+def print_transfer(report: BenchReport, console: Console) -> None:
+    """Print :func:`transfer_lines` under a title."""
+    console.print(
+        "[bold]Transfer verdicts[/bold]: the same setting of ours on every model and mode (best worst-case "
+        "speed-up among those meeting the level everywhere) against each one's fastest peer"
+    )
+    for line in transfer_lines(report):
+        console.print(line, highlight=False)
+
+
+def print_spread(report: BenchReport, console: Console, limit: int = 15) -> None:
+    """The PSNR spread (max - min over models and modes) of the settings that meet the lowest quality level
+    everywhere, fastest worst case first (at most ``limit`` rows; every setting is in bench.json and spread.png)."""
+    level = min(QUALITY_LEVELS)
+    rows = sorted((s for s in report.spreads if s.worst_psnr >= level), key=lambda s: -s.worst_speedup)
+    cells = list(dict.fromkeys(cell for s in report.spreads for cell in s.psnr))
+    table = result_table(
+        f"PSNR of the same setting per model and mode (settings meeting {level:g} dB everywhere: {len(rows)} of "
+        f"{len(report.spreads)}; fastest worst case first)",
+        ("setting", *(f"{m} {d} dB" for m, d in cells), "spread dB", "worst speed-up"),
+        fold=True,
+    )
+    for s in rows[:limit]:
+        table.add_row(
+            s.name,
+            *(fmt_psnr(s.psnr[c]) if c in s.psnr else "" for c in cells),
+            f"{s.spread:.1f}",
+            f"{s.worst_speedup:.2f}x",
+        )
+    console.print(table)
+
+
+def _print_mode_table(model: str, mode: str, ev: Evaluation, console: Console, limit: int) -> None:
     rows = sorted((r for r in ev.results if r.ok), key=lambda r: -r.speedup)
     table = result_table(
-        f"{mode}: fastest configurations with PSNR >= {min(QUALITY_LEVELS):g} dB "
+        f"{model}, {mode}: fastest configurations with PSNR >= {min(QUALITY_LEVELS):g} dB "
         f"(uncached {ev.baseline.seconds * 1e3:.0f} ms, {ev.settings.timer} time)",
         ("configuration", "origin", "speed-up", "ideal", "blocks run", "PSNR dB", "max abs err"),
         fold=True,
@@ -78,20 +152,21 @@ def _print_mode_table(mode: str, ev: Evaluation, console: Console, limit: int) -
     console.print(table)
     failed = [r for r in ev.results if not r.ok]
     for r in failed:
-        console.print(f"[yellow]{mode}: {r.name} did not run: {r.error}[/yellow]", highlight=False)
+        console.print(f"[yellow]{model}, {mode}: {r.name} did not run: {r.error}[/yellow]", highlight=False)
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register the ``bench`` sub-command on an argparse sub-parsers object."""
     bench: argparse.ArgumentParser = commands.add_parser(
         "bench",
-        help="sweep ditcache's caches and the peers (diffusers, cache-dit) on the bundled model; write JSON and plots",
+        help="sweep ditcache's caches and the peers (diffusers, cache-dit) on the bundled models; write JSON and plots",
         description=(
             "Threshold sweeps of TeaCache, MagCache, DBCache, their stacks and TaylorSeer options, and of "
-            "diffusers' FirstBlockCache, MagCache and TaylorSeer and cache-dit's DBCache, on the bundled digits "
-            "model with the same labels, seed and steps, with and without classifier-free guidance. Writes "
-            "bench.json, pareto.png, hook_overhead.json/png and the calibrated MagCache profiles to --out, and "
-            "prints the verdicts (best ours vs best peer at PSNR >= 40 and >= 35 dB)."
+            "diffusers' FirstBlockCache, MagCache and TaylorSeer and cache-dit's DBCache, on the bundled models "
+            "(the same sweep on each) with the same labels, seed and steps, with and without classifier-free "
+            "guidance. Writes bench.json, pareto.png, spread.png, hook_overhead.json/png and the calibrated MagCache "
+            "profiles to --out, and prints the verdicts (per model and mode: best ours vs best peer at PSNR >= 40 "
+            "and >= 35 dB) and the transfer verdicts (the one setting of ours across every model and mode)."
         ),
     )
     bench.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
@@ -100,10 +175,19 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="a few configurations, 1 image, 6 steps, 1 repetition, short hook benchmark: seconds, for tests",
     )
+    bench.add_argument(
+        "--model",
+        choices=("all", *MODELS),
+        default="all",
+        help="bundled model(s) to sweep (default: all, one after the other, the same sweep on each)",
+    )
     bench.add_argument("--mode", choices=("both", *MODES), default="both", help="sampling modes (default: both)")
     bench.add_argument("--steps", type=int_in(2, 1000), default=None, help="denoising steps (default: 50; quick: 6)")
     bench.add_argument(
-        "--guidance", type=guidance_scale, default=DEFAULT_GUIDANCE, help="guidance scale of the cfg mode (default: 3)"
+        "--guidance",
+        type=guidance_scale,
+        default=None,
+        help="guidance scale of the cfg mode (default: each model's own: digits 3, patches 2)",
     )
     bench.add_argument(
         "--repeats", type=int_in(1, 50), default=None, help="timed runs per configuration (default: 3; quick: 1)"
@@ -133,10 +217,12 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]ditcache bench: error: argument --out: {problem}[/red]", highlight=False)
         return 2
     modes = MODES if args.mode == "both" else (args.mode,)
+    models = MODELS if args.model == "all" else (args.model,)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     console.print(
-        f"ditcache bench: {'quick ' if args.quick else ''}sweep on the bundled digits model, modes {', '.join(modes)}, "
+        f"ditcache bench: {'quick ' if args.quick else ''}sweep on the bundled model(s) {', '.join(models)}, "
+        f"modes {', '.join(modes)}, "
         f"{args.threads} torch thread(s), {args.timer} timer; results to {out}",
         highlight=False,
     )
@@ -145,6 +231,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             report = run_bench(
                 out,
                 quick=args.quick,
+                models=models,
                 modes=modes,
                 steps=args.steps,
                 guidance=args.guidance,
@@ -157,9 +244,12 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
             )
     finally:
         torch.set_num_threads(threads)
-    for mode, ev in report.evaluations.items():
-        _print_mode_table(mode, ev, console, limit=12)
+    for model, per_mode in report.evaluations.items():
+        for mode, ev in per_mode.items():
+            _print_mode_table(model, mode, ev, console, limit=12)
     print_verdicts(report, console)
+    print_spread(report, console)
+    print_transfer(report, console)
     if report.hook_overhead is not None:
         from ditcache.tools.hook_overhead import print_table
 

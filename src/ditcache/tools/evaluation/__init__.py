@@ -1,9 +1,10 @@
-"""Run cache configurations on the bundled digits model and measure them the same way: the evaluation layer shared
+"""Run cache configurations on a bundled model and measure them the same way: the evaluation layer shared
 by ``ditcache demo`` and ``ditcache bench``.
 
-Every configuration (a :class:`Method`) is installed on its own fresh copy of the bundled model
-(:func:`ditcache.bundled.load_digits_dit`) and sampled with the same labels, seed, step count and guidance
-(:class:`EvalSettings`). For each one :func:`evaluate` measures:
+Every configuration (a :class:`Method`) is installed on its own fresh copy of the bundled model named by
+:attr:`EvalSettings.model` (``"digits"`` or ``"patches"``, :data:`ditcache.bundled.BUNDLED_MODELS`: its loader,
+sampler and data range come from the registry entry) and sampled with the same labels, seed, step count and
+guidance (:class:`EvalSettings`). For each one :func:`evaluate` measures:
 
 * **work**: the transformer blocks whose body actually ran, per call, counted with forward pre-hooks on a
   submodule only the block's own forward calls (a norm or MLP projection), and the attention computations,
@@ -15,8 +16,8 @@ Every configuration (a :class:`Method`) is installed on its own fresh copy of th
   configurations are interleaved in a shuffled order, so a slow phase of a shared machine does not land on one
   configuration only. The uncached model and a copy *without blocks* are timed the same way: the second gives the
   fixed cost of a run (embeddings, output head, sampler), from which :attr:`RunResult.ideal_speedup` follows;
-* **quality** against the uncached samples: PSNR over the data range of the images (they are in [0, 1], so
-  ``PSNR = 10 log10(1 / MSE)``) and the largest absolute pixel error.
+* **quality** against the uncached samples: PSNR over the data range of the images (the entry's ``data_range``; the
+  bundled models' images are in [0, 1], so ``PSNR = 10 log10(1 / MSE)``) and the largest absolute pixel error.
 
 Results are attrs classes with ``as_dict()`` for JSON. Modules: :mod:`.settings` (what is run), :mod:`.counting`
 (what ran), :mod:`.results` (what was measured) and :mod:`.run` (:func:`evaluate`, :func:`calibrate_magcache`); the
@@ -27,7 +28,13 @@ from __future__ import annotations
 
 from ditcache.tools.evaluation.counting import BlockCounter, BranchDecisions
 from ditcache.tools.evaluation.results import Evaluation, RunResult, max_abs_error
-from ditcache.tools.evaluation.run import PROFILE_MODEL, calibrate_magcache, evaluate, evaluation_units
+from ditcache.tools.evaluation.run import (
+    PROFILE_MODEL,
+    calibrate_magcache,
+    evaluate,
+    evaluation_units,
+    profile_model_name,
+)
 from ditcache.tools.evaluation.settings import (
     TIMERS,
     BeforeRun,
@@ -55,4 +62,5 @@ __all__ = [
     "evaluation_units",
     "max_abs_error",
     "ours",
+    "profile_model_name",
 ]

@@ -35,14 +35,15 @@ class RunResult:
     decisions: tuple[BranchDecisions, ...]
     """Per CFG branch, what ran at every step."""
     psnr: float
-    """PSNR (dB) of the samples against the uncached ones over the data range [0, 1]; ``inf`` when identical."""
+    """PSNR (dB) of the samples against the uncached ones over the model's data range; ``inf`` when identical."""
     max_abs_error: float
     """Largest absolute pixel difference against the uncached samples."""
     reproducible: bool
     """Whether every timed run gave exactly the samples of the first run (a cache that leaks state between runs
     does not)."""
     images: torch.Tensor | None = attrs.field(default=None, eq=False, repr=False)
-    """The samples ``(B, 16, 16)`` of the first run."""
+    """The samples ``(B, *image_shape)`` of the first run (``(B, 16, 16)`` grey digits, ``(B, 3, 16, 16)`` RGB
+    patches)."""
     error: str | None = None
     """Why the configuration could not be run (then the measurements are empty)."""
 

@@ -14,23 +14,36 @@ import attrs
 import torch
 from torch import nn
 
-from ditcache.bundled import DigitsDiT, load_digits_dit, sample
+from ditcache.bundled import get_bundled_model
 from ditcache.core.metrics import psnr
 from ditcache.profiles import Profile
 from ditcache.tools.evaluation.counting import BlockCounter, BranchDecisions, block_list
 from ditcache.tools.evaluation.results import Evaluation, RunResult, max_abs_error
 from ditcache.tools.evaluation.settings import BeforeRun, EvalSettings, Method
 
-__all__ = ["PROFILE_MODEL", "calibrate_magcache", "evaluate", "evaluation_units"]
+__all__ = ["PROFILE_MODEL", "calibrate_magcache", "evaluate", "evaluation_units", "profile_model_name"]
 
 PROFILE_MODEL = "ditcache-digits-dit"
-"""The model name calibrated profiles of the bundled model carry."""
+"""The model name calibrated profiles of the bundled digits model carry (:func:`profile_model_name`)."""
+
+
+def _transformer(model: nn.Module) -> nn.Module:
+    """``model.transformer``: the module caches are applied to and blocks are counted on."""
+    tf = model.transformer
+    assert isinstance(tf, nn.Module)
+    return tf
+
+
+def profile_model_name(model: str) -> str:
+    """The model name the calibrated profiles of the bundled model ``model`` carry: ``ditcache-<name>-dit``."""
+    return f"ditcache-{get_bundled_model(model).name}-dit"
 
 
 def calibrate_magcache(
-    model: DigitsDiT, settings: EvalSettings, *, seed: int | None = None, path: str | Path | None = None
+    model: nn.Module, settings: EvalSettings, *, seed: int | None = None, path: str | Path | None = None
 ) -> Profile:
-    """Calibrate MagCache's magnitude-ratio curves (one per CFG branch) on a copy of ``model``.
+    """Calibrate MagCache's magnitude-ratio curves (one per CFG branch) on a copy of ``model``, the bundled model
+    ``settings.model``.
 
     One uncached generation with ``settings``' labels, steps and guidance, from ``seed`` (default: a seed other
     than the evaluation's, so the curve is not fitted to the very samples it is judged on). Returns the profile;
@@ -38,11 +51,12 @@ def calibrate_magcache(
     """
     from ditcache.caches.magcache import MagCache, MagCacheConfig, apply_magcache_hook
 
+    entry = get_bundled_model(settings.model)
     calibration_seed = settings.seed + 1000 if seed is None else seed
     work = copy.deepcopy(model)
-    cache = apply_magcache_hook(work.transformer, MagCacheConfig(calibrate=True))
+    cache = apply_magcache_hook(_transformer(work), MagCacheConfig(calibrate=True))
     assert isinstance(cache, MagCache)
-    sample(
+    entry.sample(
         work,
         list(settings.labels),
         settings.num_steps,
@@ -55,11 +69,12 @@ def calibrate_magcache(
         "labels": list(settings.labels),
         "guidance_scale": settings.guidance_scale,
         "shift": settings.shift,
-        "sampler": "ditcache.bundled.sample (Euler flow matching)",
+        "sampler": f"the bundled {entry.name} model's sampler (Euler flow matching)",
     }
-    profile = cache.calibration_profile(model=PROFILE_MODEL, metadata=meta)
+    name = profile_model_name(entry.name)
+    profile = cache.calibration_profile(model=name, metadata=meta)
     if path is not None:
-        cache.save_profile(path, model=PROFILE_MODEL, metadata=meta)
+        cache.save_profile(path, model=name, metadata=meta)
     return profile
 
 
@@ -73,7 +88,7 @@ def evaluation_units(num_methods: int, settings: EvalSettings) -> int:
 @attrs.define
 class _Entry:
     method: Method
-    model: DigitsDiT | None
+    model: nn.Module | None
     before: BeforeRun | None
     error: str | None = None
     images: torch.Tensor | None = None
@@ -86,10 +101,10 @@ def _clock(timer: str) -> Callable[[], float]:
     return time.perf_counter if timer == "wall" else time.process_time
 
 
-def _run(entry_model: DigitsDiT, before: BeforeRun | None, settings: EvalSettings) -> torch.Tensor:
+def _run(entry_model: nn.Module, before: BeforeRun | None, settings: EvalSettings) -> torch.Tensor:
     if before is not None:
         before()
-    return sample(
+    return get_bundled_model(settings.model).sample(
         entry_model,
         list(settings.labels),
         settings.num_steps,
@@ -99,11 +114,14 @@ def _run(entry_model: DigitsDiT, before: BeforeRun | None, settings: EvalSetting
     )
 
 
-def _without_blocks(model: DigitsDiT) -> DigitsDiT:
+def _without_blocks(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose transformer has no blocks: every child ``ModuleList`` of blocks (as the model's
+    extractor lists them) emptied."""
     bare = copy.deepcopy(model)
-    tf = bare.transformer
-    for attr in ("transformer_blocks", "single_transformer_blocks"):
-        if hasattr(tf, attr):
+    tf = _transformer(bare)
+    blocks = {id(b) for b in block_list(tf)}
+    for attr, child in list(tf.named_children()):
+        if isinstance(child, nn.ModuleList) and len(child) and all(id(b) in blocks for b in child):
             setattr(tf, attr, nn.ModuleList())
     return bare
 
@@ -127,26 +145,27 @@ def evaluate(
     methods: Sequence[Method],
     settings: EvalSettings | None = None,
     *,
-    model: DigitsDiT | None = None,
+    model: nn.Module | None = None,
     progress: Callable[[str], None] | None = None,
     shuffle_seed: int = 0,
 ) -> Evaluation:
     """Run every method and the uncached model with ``settings``; see the module docstring for what is measured.
 
-    ``model`` is the model to copy (default: a fresh :func:`~ditcache.bundled.load_digits_dit`); it is never
-    modified. ``progress`` is called with a short description after every sampling run
-    (:func:`evaluation_units` of them). A method whose installation or first run raises is reported with its
-    :attr:`RunResult.error` instead of stopping the evaluation.
+    ``model`` is the model to copy, the bundled model ``settings.model`` (default: a fresh one from its registry
+    entry, :func:`ditcache.bundled.get_bundled_model`); it is never modified. ``progress`` is called with a short
+    description after every sampling run (:func:`evaluation_units` of them). A method whose installation or first
+    run raises is reported with its :attr:`RunResult.error` instead of stopping the evaluation.
     """
     settings = settings if settings is not None else EvalSettings()
     names = [m.name for m in methods]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"methods: names must be unique, repeated: {dupes}")
-    base = model if model is not None else load_digits_dit()
+    bundled = get_bundled_model(settings.model)
+    base = model if model is not None else bundled.load()
     from ditcache.core.runtime import get_cache_runtime
 
-    runtime = get_cache_runtime(base.transformer)
+    runtime = get_cache_runtime(_transformer(base))
     if runtime is not None and runtime.middlewares:
         raise ValueError(
             f"model: caches {[m.name for m in runtime.middlewares]} are applied to model.transformer; pass an "
@@ -166,13 +185,13 @@ def evaluate(
             entries.append(_Entry(method, None, None, error=f"install: {type(exc).__name__}: {exc}"))
     bare = _without_blocks(base)
 
-    num_blocks = len(block_list(base.transformer))
+    num_blocks = len(block_list(_transformer(base)))
     with torch.inference_mode():
         # First run of every configuration: decisions, samples, and the warm-up of its code paths.
         for entry in entries:
             if entry.model is not None:
                 try:
-                    with BlockCounter(entry.model.transformer) as counter:
+                    with BlockCounter(_transformer(entry.model)) as counter:
                         entry.images = _run(entry.model, entry.before, settings)
                     entry.calls = counter.calls
                     _decisions(entry.calls, settings, num_blocks)
@@ -217,6 +236,7 @@ def evaluate(
                 gc.enable()
 
     fixed = min(bare_seconds)
+    data_range = bundled.data_range
     reference = entries[0].images
     assert reference is not None
     base_seconds = min(entries[0].seconds)
@@ -242,7 +262,7 @@ def evaluate(
             baseline_seconds=base_seconds,
             fixed_seconds=fixed,
             decisions=_decisions(entry.calls, settings, num_blocks),
-            psnr=psnr(entry.images, reference),
+            psnr=psnr(entry.images, reference, data_range),
             max_abs_error=max_abs_error(entry.images, reference),
             reproducible=entry.reproducible,
             images=entry.images,

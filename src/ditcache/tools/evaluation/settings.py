@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 from torch import nn
 
-from ditcache.bundled import DigitsDiT
+from ditcache.bundled import get_bundled_model
 from ditcache.core.validators import check_keys
 
 __all__ = ["TIMERS", "BeforeRun", "EvalSettings", "InstallFn", "Method", "config_params", "ours"]
@@ -23,20 +23,30 @@ this process, all threads; steadier than wall time on a busy machine, meaningful
 # ---------------------------------------------------------------------------------------------- settings
 def _labels(value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or isinstance(value, Mapping):
-        raise TypeError(f"EvalSettings.labels: expected a sequence of class labels 0-9, got {value!r}")
+        raise TypeError(f"EvalSettings.labels: expected a sequence of class labels (ints), got {value!r}")
     try:
         out = tuple(value)
     except TypeError:
-        raise TypeError(f"EvalSettings.labels: expected a sequence of class labels 0-9, got {value!r}") from None
+        raise TypeError(f"EvalSettings.labels: expected a sequence of class labels (ints), got {value!r}") from None
     return out  # type: ignore[return-value]
+
+
+def _check_model(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    try:
+        get_bundled_model(value)
+    except ValueError as exc:
+        raise ValueError(f"EvalSettings.{exc}") from None
 
 
 def _check_labels(inst: Any, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
     if not value:
         raise ValueError("EvalSettings.labels: expected at least one label")
-    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 9]
+    top = get_bundled_model(inst.model).null_label - 1  # the model is validated first (field order)
+    bad = [v for v in value if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top]
     if bad:
-        raise ValueError(f"EvalSettings.labels: allowed values are the digits 0..9, got {bad[:3]}")
+        raise ValueError(
+            f"EvalSettings.labels: allowed values are the {inst.model} model's labels 0..{top}, got {bad[:3]}"
+        )
 
 
 def _int_at_least(low: int) -> Callable[[Any, attrs.Attribute[Any], Any], None]:
@@ -70,8 +80,11 @@ def _check_timer(inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None
 class EvalSettings:
     """What every configuration of one evaluation is run with."""
 
+    model: str = attrs.field(default="digits", validator=_check_model)
+    """The bundled model sampled (a key of :data:`ditcache.bundled.BUNDLED_MODELS`)."""
     labels: tuple[int, ...] = attrs.field(default=tuple(range(10)), converter=_labels, validator=_check_labels)
-    """One image per label (digits 0-9), generated as one batch."""
+    """One image per label (``0..null_label - 1`` of the model; digits 0-9 for ``"digits"``), generated as one
+    batch."""
     seed: int = attrs.field(default=0, validator=_int_at_least(0))
     """Seed of the initial noise."""
     num_steps: int = attrs.field(default=50, validator=_int_at_least(2))
@@ -112,11 +125,12 @@ class EvalSettings:
 BeforeRun = Callable[[], None]
 """Called before every sampling run of a configuration (e.g. a peer's explicit cache reset)."""
 
-InstallFn = Callable[[DigitsDiT, EvalSettings], "BeforeRun | None"]
-"""Installs a configuration on a fresh model copy; returns what to call before each run, or None."""
+InstallFn = Callable[[Any, EvalSettings], "BeforeRun | None"]
+"""Installs a configuration on a fresh model copy (a bundled model, with ``.transformer``); returns what to call
+before each run, or None."""
 
 
-def _no_install(model: DigitsDiT, settings: EvalSettings) -> None:
+def _no_install(model: Any, settings: EvalSettings) -> None:
     return None
 
 
@@ -192,7 +206,7 @@ def ours(name: str, *configs: Any, family: str | None = None) -> Method:
     names = [n for n, _ in appliers]
     params = {n: config_params(cfg) for n, cfg in zip(names, configs)}
 
-    def install(model: DigitsDiT, settings: EvalSettings) -> None:
+    def install(model: Any, settings: EvalSettings) -> None:
         for (_, apply), cfg in zip(appliers, configs):
             apply(model.transformer, cfg)
         return None  # the sampler refreshes the caches with the step count before every run
