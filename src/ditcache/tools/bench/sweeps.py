@@ -123,7 +123,8 @@ def _tea_cfg(
 
 
 def _tea_name(cfg: TeaCacheConfig) -> str:
-    name = f"TeaCache{' raw' if cfg.coefficients is not None else ''} t={cfg.rel_l1_thresh:g}"
+    setting = f"rtol={cfg.rtol:g}" if cfg.rtol is not None else f"t={cfg.rel_l1_thresh:g}"
+    name = f"TeaCache{' raw' if cfg.coefficients is not None else ''} {setting}"
     if cfg.taylorseer:
         name += f" +TaylorSeer O{cfg.taylorseer_order}"
         name += " output" if cfg.taylorseer_target == "output" else ""
@@ -152,8 +153,34 @@ def _mag_cfg(threshold: float, k: int = 3, r: float = 0.2, *, ts: int = 0) -> Ma
 
 
 def _mag_name(cfg: MagCacheConfig) -> str:
-    name = f"MagCache t={cfg.threshold:g} K={cfg.max_skip_steps} r={cfg.retention_ratio:g}"
-    return name + (f" +TaylorSeer O{cfg.taylorseer_order}" if cfg.taylorseer else "")
+    setting = f"rtol={cfg.rtol:g}" if cfg.rtol is not None else f"t={cfg.threshold:g}"
+    name = f"MagCache {setting} K={cfg.max_skip_steps} r={cfg.retention_ratio:g}"
+    if cfg.taylorseer:
+        name += f" +TaylorSeer O{cfg.taylorseer_order}" + (" output" if cfg.taylorseer_target == "output" else "")
+    return name
+
+
+def _tea_rtol(rtol: float, *, ts: int = 0, out: bool = False) -> SweepRow:
+    """TeaCache under the error tolerance ``rtol`` (``ditcache.caches.tolerance``), optionally with TaylorSeer."""
+    cfg = TeaCacheConfig(
+        rtol=rtol, taylorseer=ts > 0, taylorseer_order=max(ts, 1), taylorseer_target="output" if out else "residual"
+    )
+    family = "teacache-rtol" + (("+taylorseer" + ("-output" if out else "")) if ts else "")
+    return SweepRow(family, _tea_name(cfg), cfg)
+
+
+def _mag_rtol(rtol: float, k: int = 6, r: float = 0.1, *, ts: int = 0, out: bool = False) -> SweepRow:
+    """MagCache under the error tolerance ``rtol``, optionally with TaylorSeer."""
+    cfg = MagCacheConfig(
+        rtol=rtol,
+        max_skip_steps=k,
+        retention_ratio=r,
+        taylorseer=ts > 0,
+        taylorseer_order=max(ts, 1),
+        taylorseer_target="output" if out else "residual",
+    )
+    family = "magcache-rtol" + (("+taylorseer" + ("-output" if out else "")) if ts else "")
+    return SweepRow(family, _mag_name(cfg), cfg)
 
 
 def _mag(threshold: float, k: int, r: float, *, ts: int = 0) -> SweepRow:
@@ -202,6 +229,8 @@ OUR_QUICK_SWEEP: tuple[SweepRow, ...] = (
     _dbm(0.2, mc=None),
     _dbm(0.3, ts=1, mc=3),
     _stack(_mag_cfg(0.2), _db(0.2, warmup=1)),
+    _tea_rtol(0.1, ts=1, out=True),
+    _mag_rtol(0.1),
 )
 """The quick (test) sweep of ours: one or two rows per family."""
 
@@ -226,6 +255,12 @@ OUR_SWEEP: tuple[SweepRow, ...] = (
     _stack(_tea_cfg(1.0, ts=1, mc=8), _db(0.1)),
     _stack(_tea_cfg(2.0, ts=1, mc=10), _db(0.1, ts=1)),
     _stack(_tea_cfg(2.0, ts=1, mc=10, out=True), _db(0.1)),
+    # The error tolerance (one setting meant to transfer across models, ditcache.caches.tolerance)
+    *(_tea_rtol(r, ts=1, out=True) for r in (0.02, 0.03, 0.05, 0.07, 0.1, 0.13)),
+    *(_tea_rtol(r, ts=2, out=True) for r in (0.03, 0.05, 0.1)),
+    *(_tea_rtol(r) for r in (0.05, 0.1, 0.15)),
+    *(_mag_rtol(r, ts=1, out=True) for r in (0.05, 0.1, 0.15)),
+    *(_mag_rtol(r) for r in (0.05, 0.1)),
 )
 """The full sweep of ours, identical on every model and mode (no per-model tuning)."""
 
