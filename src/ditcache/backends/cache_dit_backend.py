@@ -163,7 +163,8 @@ class ModuleSnapshot:
     cache-dit's ``disable_cache`` puts back the forward it found at enable, which is the patch functor's forward
     when a functor ran; block forwards patched by a functor stay patched. :meth:`restore` returns every module of
     the tree to the snapshot: each ``forward`` / ``_is_patched`` / ``_orig_forward`` instance attribute as it was
-    (removed when it was absent) and each child module (block lists included) the very object it was.
+    (removed when it was absent) and each child module (block lists included) the very object it was, in the
+    same order (so ``named_modules``, ``parameters`` and ``state_dict`` keep theirs).
     """
 
     def __init__(self, root: nn.Module) -> None:
@@ -178,7 +179,10 @@ class ModuleSnapshot:
                     module.__dict__.pop(name, None)
                 else:
                     module.__dict__[name] = value
-            if module._modules != children or any(module._modules[k] is not v for k, v in children.items()):
+            now = module._modules
+            # cache-dit swaps the block lists during each forward (unittest.mock.patch.object, whose exit deletes
+            # and re-adds the attribute), which moves them to the end of ``_modules``: restore the order too.
+            if list(now) != list(children) or any(now[k] is not v for k, v in children.items()):
                 module._modules.clear()
                 module._modules.update(children)
 
