@@ -16,6 +16,7 @@ import copy
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,11 @@ def test_enable_refuses_a_controlnet_pipeline() -> None:
     pipe = TinyPipeline(build(), controlnet=None)
     backend.enable(pipe)
     backend.disable(pipe)
+
+
+def test_the_serving_page_lists_the_table_and_the_refusals() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "serving.md").read_text()
+    for name in (*ADAPTER_CONFIGS, *REFUSED):
+        assert f"| `{name}` |" in page, f"docs/serving.md: no row for {name} in the cache-dit adapter coverage"
+    for name, reason in REFUSED.items():
+        assert f"| `{name}` | {reason} |" in page
