@@ -36,7 +36,13 @@ from ditcache.backends.base import (
     no_dit_module_error,
     split_inference_steps,
 )
-from ditcache.backends.cache_dit_adapters import ADAPTER_CONFIGS, CacheDiTAdapterConfig, find_adapter_config
+from ditcache.backends.cache_dit_adapters import (
+    ADAPTER_CONFIGS,
+    CONTROLNET_REFUSAL,
+    CacheDiTAdapterConfig,
+    find_adapter_config,
+    refusal_reason,
+)
 from ditcache.backends.data import DiffusionCacheConfig
 from ditcache.caches.step_masks import preset_available
 from ditcache.core.log import get_logger
@@ -46,6 +52,7 @@ __all__ = [
     "WAN22_LOW_NOISE_OVERRIDES",
     "CacheDiTAdapterConfig",
     "CacheDiTBackend",
+    "ModuleSnapshot",
     "RefreshCacheContextFunc",
     "build_cache_context_refresh",
     "cache_summary",
@@ -120,7 +127,11 @@ def _check_block_counts(transformer: nn.Module, blocks: list[Any], values: Mappi
 
 
 def build_block_adapter(transformer: nn.Module, adapter_config: CacheDiTAdapterConfig, **kwargs: Any) -> Any:
-    """A ``BlockAdapter`` for ``transformer`` from its adapter config (missing block lists: ValueError)."""
+    """A ``BlockAdapter`` for ``transformer`` from its adapter config (missing block lists: ValueError).
+
+    With a ``patch_functor`` in the config, building the adapter patches the transformer's forwards (cache-dit
+    applies the functor in ``BlockAdapter.__post_init__``); :class:`ModuleSnapshot` undoes that.
+    """
     names = list(adapter_config.block_forward_patterns)
     missing = [n for n in names if not isinstance(getattr(transformer, n, None), nn.ModuleList)]
     if missing:
@@ -135,8 +146,45 @@ def build_block_adapter(transformer: nn.Module, adapter_config: CacheDiTAdapterC
         forward_pattern=list(adapter_config.block_forward_patterns.values()),
         has_separate_cfg=adapter_config.has_separate_cfg,
         check_forward_pattern=adapter_config.check_forward_pattern,
+        patch_functor=adapter_config.patch_functor,
         **kwargs,
     )
+
+
+_MISSING = object()
+_PATCH_ATTRS = ("forward", "_is_patched", "_orig_forward")
+"""Instance attributes cache-dit's patch functors set on a transformer and its blocks (and that cache-dit's
+``disable_cache`` leaves behind)."""
+
+
+class ModuleSnapshot:
+    """The instance-level forwards, patch flags and child modules of a module tree, to restore after cache-dit.
+
+    cache-dit's ``disable_cache`` puts back the forward it found at enable, which is the patch functor's forward
+    when a functor ran; block forwards patched by a functor stay patched. :meth:`restore` returns every module of
+    the tree to the snapshot: each ``forward`` / ``_is_patched`` / ``_orig_forward`` instance attribute as it was
+    (removed when it was absent) and each child module (block lists included) the very object it was, in the
+    same order (so ``named_modules``, ``parameters`` and ``state_dict`` keep theirs).
+    """
+
+    def __init__(self, root: nn.Module) -> None:
+        self._entries = [
+            (m, {a: m.__dict__.get(a, _MISSING) for a in _PATCH_ATTRS}, dict(m._modules)) for m in root.modules()
+        ]
+
+    def restore(self) -> None:
+        for module, attrs, children in self._entries:
+            for name, value in attrs.items():
+                if value is _MISSING:
+                    module.__dict__.pop(name, None)
+                else:
+                    module.__dict__[name] = value
+            now = module._modules
+            # cache-dit swaps the block lists during each forward (unittest.mock.patch.object, whose exit deletes
+            # and re-adds the attribute), which moves them to the end of ``_modules``: restore the order too.
+            if list(now) != list(children) or any(now[k] is not v for k, v in children.items()):
+                module._modules.clear()
+                module._modules.update(children)
 
 
 # ---------------------------------------------------------------------------------------------- refresh
@@ -303,6 +351,7 @@ class CacheDiTBackend(CacheBackend):
         super().__init__(cache_config)
         self._refresh_func: RefreshCacheContextFunc | None = None
         self._cache_targets: list[Any] = []
+        self._snapshots: list[ModuleSnapshot] = []
 
     @staticmethod
     def maybe_build_block_adapter(pipeline: Any, transformer: Any = None) -> Any | None:
@@ -330,10 +379,23 @@ class CacheDiTBackend(CacheBackend):
         names = dit_module_names(pipeline)
         if not names:
             raise no_dit_module_error(pipeline, self.name)
+        if getattr(pipeline, "controlnet", None) is not None:
+            raise ValueError(
+                f"cache_dit: pipeline {pipeline_name} has a controlnet, which cache-dit cannot serve: "
+                f"{CONTROLNET_REFUSAL}; use the ditcache backend"
+            )
         custom = pipeline_name in CUSTOM_DIT_ENABLERS
         if not custom:  # the generic path caches the declared DiTs, or ``transformer`` only
             names = dit_module_names(pipeline, default=("transformer",))
         targets = [operator.attrgetter(n)(pipeline) for n in names]
+        for name, target in zip(names, targets, strict=True):
+            reason = refusal_reason(target)
+            if reason is not None:
+                raise ValueError(
+                    f"cache_dit: {type(target).__name__} (pipeline {pipeline_name}.{name}) is refused: {reason}; "
+                    "use the ditcache backend"
+                )
+        self._snapshots = [ModuleSnapshot(t) for t in targets if isinstance(t, nn.Module)]
         try:
             if custom:
                 self._refresh_func = CUSTOM_DIT_ENABLERS[pipeline_name](pipeline, self.config)
@@ -342,6 +404,7 @@ class CacheDiTBackend(CacheBackend):
                 self._refresh_func = _combine([self._enable_one(pipeline, name) for name in names])
         except BaseException:
             self._disable_targets(targets)
+            self._restore_snapshots()
             self._cache_targets = []
             self._refresh_func = None
             raise
@@ -387,13 +450,21 @@ class CacheDiTBackend(CacheBackend):
         self._refresh_func(pipeline, num_inference_steps, verbose)
 
     def disable(self, pipeline: Any) -> None:
-        """Remove cache-dit from the pipeline's DiTs (cache-dit restores their original forwards)."""
+        """Remove cache-dit from the pipeline's DiTs: cache-dit's ``disable_cache``, then every module of each DiT
+        back to its state before :meth:`enable` (forwards a patch functor replaced, block lists)."""
         try:
             self._disable_targets(self._cache_targets)
+            self._restore_snapshots()
         finally:
+            self._snapshots = []
             self._cache_targets = []
             self._refresh_func = None
             self.enabled = False
+
+    def _restore_snapshots(self) -> None:
+        for snapshot in self._snapshots:
+            snapshot.restore()
+        self._snapshots = []
 
     @staticmethod
     def _disable_targets(targets: list[Any]) -> None:

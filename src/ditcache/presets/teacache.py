@@ -7,7 +7,8 @@ checkpoints or between Wan's two indicator modes.
 
 Sources (all public repositories; numbers copied as published):
 
-* ``ali-vilab/TeaCache`` (the TeaCache authors), per-model folders ``TeaCache4FLUX``, ``TeaCache4Wan2.1``;
+* ``ali-vilab/TeaCache`` (the TeaCache authors), per-model folders ``TeaCache4FLUX``, ``TeaCache4Wan2.1``,
+  ``TeaCache4ConsisID``;
 * ``welltop-cn/ComfyUI-TeaCache`` ``nodes.py`` (FLUX.1-Kontext);
 * ``vllm-project/vllm-omni`` ``teacache/config.py`` (Qwen-Image: no official set exists; vLLM-Omni ships a
   hand-rounded set it attributes to ComfyUI-TeaCache).
@@ -136,6 +137,11 @@ TEACACHE_PRESETS: dict[str, TeaCachePreset] = {
         (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
         "ali-vilab/TeaCache, eval/teacache/experiments/cogvideox.py",
         note="Published for CogVideoX-5b, CogVideoX-5b-I2V and ConsisID alike (also in TeaCache4CogVideoX1.5).",
+    ),
+    "consisid": TeaCachePreset(
+        (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
+        "ali-vilab/TeaCache, TeaCache4ConsisID/teacache_sample_video.py",
+        note="Published for ConsisID-preview; the same numbers as the cogvideox-5b set.",
     ),
     "cogvideox1.5-5b": TeaCachePreset(
         (2.50210439e02, -1.65061612e02, 3.57804877e01, -7.81551492e-01, 3.58559703e-02),

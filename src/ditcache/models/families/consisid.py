@@ -27,9 +27,9 @@ from ditcache.presets.rules import fixed, none_published
     name="consisid",
     blocks=("transformer_blocks",),
     teacache=fixed(
-        "cogvideox-5b",
+        "consisid",
         {"num_layers": 42, "num_attention_heads": 48},
-        "TeaCache publishes one set for CogVideoX-5b, CogVideoX-5b-I2V and ConsisID",
+        "TeaCache4ConsisID publishes its own set (the same numbers as CogVideoX-5b's)",
     ),
     magcache=none_published("no MagCache curve is published for ConsisID"),
 )
