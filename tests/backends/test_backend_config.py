@@ -50,7 +50,7 @@ VLLM_OMNI_DEFAULTS: dict[str, Any] = {
 def test_fields_and_defaults_are_vllm_omnis() -> None:
     values = DiffusionCacheConfig().to_dict()
     assert {k: values[k] for k in VLLM_OMNI_DEFAULTS} == VLLM_OMNI_DEFAULTS
-    assert set(values) - set(VLLM_OMNI_DEFAULTS) == {"ditcache_stack"}
+    assert set(values) - set(VLLM_OMNI_DEFAULTS) == {"ditcache_stack", "ditcache_rtol"}
     assert DiffusionCacheConfig.from_dict(values) == DiffusionCacheConfig()
 
 
@@ -95,6 +95,8 @@ def test_non_dict_and_attribute_typos() -> None:
         ({"velocity_sim_thresholds": [0.9]}, "velocity_sim_thresholds"),
         ({"ditcache_stack": ["tea_cache", "mag_cache"]}, "ditcache_stack"),
         ({"ditcache_stack": ["teacache"]}, "ditcache_stack"),
+        ({"ditcache_rtol": 1.5}, "ditcache_rtol"),
+        ({"ditcache_rtol": 0.05, "ditcache_stack": ["db_cache"]}, "ditcache_rtol"),
         ({"Fn_compute_blocks": True}, "Fn_compute_blocks"),
     ],
 )

@@ -19,6 +19,7 @@ from ditcache.backends import (
     apply_magcache_hook,
     apply_teacache_hook,
 )
+from ditcache.backends.cache_dit_backend import CacheDiTBackend
 from ditcache.backends.ditcache_backend import DitCacheBackend
 from ditcache.backends.magcache import backend as mag_backend_module
 from ditcache.backends.teacache import backend as tea_backend_module
@@ -182,6 +183,26 @@ def test_ditcache_stack_config(tiny: TinyPipeline) -> None:
         assert tea is not None and tea.config.taylorseer is True
     finally:
         alone.disable(tiny.pipe)
+
+
+@pytest.mark.parametrize(("stack", "name"), [(["tea_cache", "db_cache"], "teacache"), (["mag_cache"], "magcache")])
+def test_ditcache_rtol_replaces_the_step_caches_threshold(tiny: TinyPipeline, stack: list[str], name: str) -> None:
+    backend = DitCacheBackend({"ditcache_stack": stack, "ditcache_rtol": 0.05, "mag_threshold": 0.5})
+    backend.enable(tiny.pipe)
+    try:
+        step = ditcache.get_cache_runtime(tiny.pipe.transformer).get(name)  # type: ignore[union-attr]
+        assert step is not None and step.config.rtol == 0.05
+        backend.refresh(tiny.pipe, 8, verbose=False)
+        assert tiny.run(8).isfinite().all()
+        assert all("measured_error" in d.info for s in step.stats() for d in s.decisions)
+    finally:
+        backend.disable(tiny.pipe)
+
+
+@pytest.mark.parametrize("backend", [TeaCacheBackend, MagCacheBackend, CacheDiTBackend])
+def test_other_backends_refuse_ditcache_rtol(backend: Any) -> None:
+    with pytest.raises(ValueError, match=r"DiffusionCacheConfig\.ditcache_rtol: read only by cache_backend='ditcache'"):
+        backend({"ditcache_rtol": 0.05})
 
 
 @pytest.mark.parametrize(

@@ -151,9 +151,16 @@ class CacheBackend(abc.ABC):
     """
 
     name = "cache"
+    reads_rtol = False
+    """Whether the backend reads ``DiffusionCacheConfig.ditcache_rtol`` (the others refuse a set value)."""
 
     def __init__(self, config: DiffusionCacheConfig | Mapping[str, Any] | None = None) -> None:
         self.config: DiffusionCacheConfig = coerce_cache_config(config)
+        if self.config.ditcache_rtol is not None and not self.reads_rtol:
+            raise ValueError(
+                f"DiffusionCacheConfig.ditcache_rtol: read only by cache_backend='ditcache'; the {self.name!r} "
+                "backend would ignore it (unset it, or use the ditcache backend)"
+            )
         self.enabled: bool = False
         self._last_num_inference_steps: int | None = None
         """The step count of the last refresh."""

@@ -9,7 +9,8 @@ an engine's ``cache_config`` dict carries over unchanged. Unlike vLLM-Omni, the 
 * every value is checked, with the field named, when the config is built and again when a backend is enabled
   (the config is a mutable dataclass, as vLLM-Omni's is).
 
-One field is ditcache's own: ``ditcache_stack``, the caches the ``"ditcache"`` backend stacks.
+Two fields are ditcache's own: ``ditcache_stack``, the caches the ``"ditcache"`` backend stacks, and
+``ditcache_rtol``, an error tolerance for its step-level cache; the other backends refuse a set ``ditcache_rtol``.
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class DiffusionCacheConfig:
     ditcache_stack: list[str] = field(default_factory=lambda: ["tea_cache", "db_cache"])
     """ditcache backend only: the caches to stack, from ``"tea_cache"`` / ``"mag_cache"`` (at most one) and
     ``"db_cache"``; TaylorSeer comes from ``enable_taylorseer``."""
+    ditcache_rtol: float | None = None
+    """ditcache backend only: an error tolerance in (0, 1) for the step-level cache of ``ditcache_stack`` in place
+    of ``rel_l1_thresh`` / ``mag_threshold`` (``ditcache.caches.tolerance``: the same setting on every model)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -196,6 +200,12 @@ class DiffusionCacheConfig:
             raise ValueError(
                 "DiffusionCacheConfig.ditcache_stack: 'tea_cache' and 'mag_cache' are both step-level caches; list "
                 "at most one of them (over 'db_cache')"
+            )
+        _check(self, "ditcache_rtol", optional(finite(gt=0, lt=1)))
+        if self.ditcache_rtol is not None and not {"tea_cache", "mag_cache"} & set(stack):
+            raise ValueError(
+                "DiffusionCacheConfig.ditcache_rtol: a tolerance for the step-level cache, and ditcache_stack "
+                f"{list(stack)} has none; add 'tea_cache' or 'mag_cache', or unset ditcache_rtol"
             )
 
 

@@ -36,6 +36,7 @@ class DitCacheBackend(RuntimeBackend):
     """
 
     name = "ditcache"
+    reads_rtol = True
     cache_names = ("teacache", "magcache", "dbcache")
 
     def _prepare(self, pipeline: Any) -> None:
@@ -76,20 +77,24 @@ class DitCacheBackend(RuntimeBackend):
             taylorseer_order=cfg.taylorseer_order,
         )
 
-    def _step_taylorseer(self) -> dict[str, Any]:
+    def _step_overrides(self) -> dict[str, Any]:
+        """What the step-level cache takes beyond vLLM-Omni's fields: TaylorSeer (without DBCache) and rtol."""
         cfg = self.config
+        out: dict[str, Any] = {}
         if cfg.enable_taylorseer and "db_cache" not in cfg.ditcache_stack:
-            return {"taylorseer": True, "taylorseer_order": cfg.taylorseer_order}
-        return {}
+            out.update(taylorseer=True, taylorseer_order=cfg.taylorseer_order)
+        if cfg.ditcache_rtol is not None:
+            out["rtol"] = float(cfg.ditcache_rtol)
+        return out
 
     def _apply(self, name: str, module: nn.Module) -> None:
         cfg = self.config
         steps = cfg.num_inference_steps
         if "tea_cache" in cfg.ditcache_stack:
-            tea = _tea_to_ditcache(TeaCacheConfig.from_diffusion_config(cfg), steps, self._step_taylorseer())
+            tea = _tea_to_ditcache(TeaCacheConfig.from_diffusion_config(cfg), steps, self._step_overrides())
             ditcache.apply_teacache_hook(module, tea)
         if "mag_cache" in cfg.ditcache_stack:
-            mag = _mag_to_ditcache(MagCacheConfig.from_diffusion_config(cfg), self._step_taylorseer())
+            mag = _mag_to_ditcache(MagCacheConfig.from_diffusion_config(cfg), self._step_overrides())
             ditcache.apply_magcache_hook(module, mag)
         if "db_cache" in cfg.ditcache_stack:
             ditcache.apply_dbcache_hook(module, self.dbcache_config(steps))

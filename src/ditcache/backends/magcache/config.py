@@ -62,15 +62,17 @@ class MagCacheConfig:
 
 def to_ditcache(config: MagCacheConfig, overrides: Mapping[str, Any] | None = None) -> ditcache.MagCacheConfig:
     """The equivalent :class:`ditcache.MagCacheConfig`; ``overrides`` sets further fields of
-    :class:`ditcache.MagCacheConfig` (e.g. ``taylorseer``)."""
+    :class:`ditcache.MagCacheConfig` (e.g. ``taylorseer``); an ``rtol`` there replaces the threshold."""
+    extra = dict(overrides or {})
+    if extra.get("rtol") is None:  # an error tolerance replaces the threshold
+        extra["threshold"] = float(config.threshold)
     return ditcache.MagCacheConfig(
-        threshold=float(config.threshold),
         max_skip_steps=config.max_skip_steps,
         retention_ratio=float(config.retention_ratio),
         num_inference_steps=config.num_inference_steps,
         mag_ratios=None if config.mag_ratios is None else tuple(config.mag_ratios),
         calibrate=config.mag_calibrate,
-        **dict(overrides or {}),
+        **extra,
     )
 
 

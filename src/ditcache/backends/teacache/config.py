@@ -55,13 +55,15 @@ def to_ditcache(
     config: TeaCacheConfig, num_inference_steps: int | None = None, overrides: Mapping[str, Any] | None = None
 ) -> ditcache.TeaCacheConfig:
     """The equivalent :class:`ditcache.TeaCacheConfig` (vLLM-Omni's ``abs()`` rule); ``overrides`` sets further
-    fields of :class:`ditcache.TeaCacheConfig` (e.g. ``taylorseer``)."""
+    fields of :class:`ditcache.TeaCacheConfig` (e.g. ``taylorseer``); an ``rtol`` there replaces the threshold."""
+    extra = dict(overrides or {})
+    if extra.get("rtol") is None:  # an error tolerance replaces the threshold
+        extra["rel_l1_thresh"] = float(config.rel_l1_thresh)
     return ditcache.TeaCacheConfig(
-        rel_l1_thresh=float(config.rel_l1_thresh),
         coefficients=None if config.coefficients is None else tuple(config.coefficients),
         abs_rescaled=True,
         num_inference_steps=num_inference_steps,
-        **dict(overrides or {}),
+        **extra,
     )
 
 
