@@ -57,11 +57,17 @@ def verdict_lines(report: BenchReport) -> list[str]:
 
 def print_verdicts(report: BenchReport, console: Console) -> None:
     """Print :func:`verdict_lines` under a title."""
-    console.print(
+    _print_titled(
+        console,
         "[bold]Verdicts[/bold]: per model and mode, fastest configuration of each side at equal quality, measured "
-        "in this run"
+        "in this run",
+        verdict_lines(report),
     )
-    for line in verdict_lines(report):
+
+
+def _print_titled(console: Console, title: str, lines: list[str]) -> None:
+    console.print(title)
+    for line in lines:
         console.print(line, highlight=False)
 
 
@@ -95,12 +101,12 @@ def transfer_lines(report: BenchReport) -> list[str]:
 
 def print_transfer(report: BenchReport, console: Console) -> None:
     """Print :func:`transfer_lines` under a title."""
-    console.print(
+    _print_titled(
+        console,
         "[bold]Transfer verdicts[/bold]: the same setting of ours on every model and mode (best worst-case "
-        "speed-up among those meeting the level everywhere) against each one's fastest peer"
+        "speed-up among those meeting the level everywhere) against each one's fastest peer",
+        transfer_lines(report),
     )
-    for line in transfer_lines(report):
-        console.print(line, highlight=False)
 
 
 def print_spread(report: BenchReport, console: Console, limit: int = 15) -> None:
