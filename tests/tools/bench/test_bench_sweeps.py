@@ -28,7 +28,13 @@ def test_sweeps_have_unique_names_and_cover_every_family() -> None:
         # TaylorSeer forecasting the model output is swept, and the setting reaches the cache's config
         forecast_output = [m for m in methods if m.family.endswith("+taylorseer-output")]
         assert forecast_output
-        assert all(m.params["teacache"]["taylorseer_target"] == "output" for m in forecast_output)
+        for m in forecast_output:
+            (cache,) = (k for k in ("teacache", "magcache") if k in m.params)
+            assert m.params[cache]["taylorseer_target"] == "output"
+        # the error tolerance is swept for both step-level caches, and reaches their configs
+        for cache in ("teacache", "magcache"):
+            tolerant = [m for m in methods if m.family.startswith(f"{cache}-rtol")]
+            assert tolerant and all(0 < m.params[cache]["rtol"] < 1 for m in tolerant)
 
 
 def test_sweep_rows_are_data_with_nothing_model_specific() -> None:
