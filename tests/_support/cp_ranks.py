@@ -251,7 +251,26 @@ def _model_checks(name: str) -> dict[str, Any]:
         _run(model, calls)
         row["split_setting_single"] = _decisions(model)
         out["caches"][cache] = row
+    # the error tolerance: measured errors are reduced like the indicator, so the adapted thresholds agree too
+    out["rtol"] = {}
+    for cache in ("teacache", "magcache"):
+        runs = []
+        for sharded_run in (True, False):
+            model = build()
+            _apply(parallel(model) if sharded_run else model, _tolerant(cache))
+            _run(model, calls)
+            runs.append(_decisions(model))
+            _finish(model)
+        out["rtol"][cache] = {"sharded": runs[0], "single": runs[1]}
     return out
+
+
+def _tolerant(cache: str) -> Any:
+    if cache == "teacache":
+        return ditcache.TeaCacheConfig(rtol=0.5, coefficients=RAW, warmup_steps=0, force_last_step=False)
+    return ditcache.MagCacheConfig(
+        rtol=0.5, mag_ratios=(1.0, 0.99, 0.99, 0.98, 0.97, 0.95), retention_ratio=0.0, num_inference_steps=STEPS
+    )
 
 
 def cp_rank_main(rank: int, port: int, out_dir: str, name: str) -> None:

@@ -6,7 +6,9 @@ and the single-process run within 1e-6; the decision values (TeaCache's distance
 MagCache's calibration metrics) are the same on both ranks and equal the single-process ones; and a threshold set
 between the two ranks' *local* values at the first decided step, a setting in which ranks deciding alone would
 split (one computes, one skips, and both hang in the next collective), completes with the same per-step decisions
-on both ranks, equal to the single-process decisions. The collective timeout is 20 s, so a deadlock fails fast.
+on both ranks, equal to the single-process decisions. Under an error tolerance (``rtol``) both ranks take the same
+decisions with the same adapted thresholds and measured errors, as one process does. The collective timeout is
+20 s, so a deadlock fails fast.
 Ring attention is not covered: on CPU no diffusers attention backend returns the log-sum-exp ring attention needs.
 """
 
@@ -74,3 +76,17 @@ def test_caches_under_context_parallelism(model: str, tmp_path: Path) -> None:
             assert min(local) < row0["threshold"] < max(local), (cache, local)
         if cache == "teacache" and model == "wan":
             assert local[0] == local[1]  # Wan's indicator (temb) is replicated: every rank holds it whole
+    # rtol: the same decisions, thresholds and measured errors on both ranks, and the single-process decisions
+    for cache, runs0 in r0["rtol"].items():
+        runs1 = r1["rtol"][cache]
+        assert runs0["sharded"] == runs1["sharded"], cache
+        assert _computed(runs0["sharded"]) == _computed(runs0["single"]), cache
+        assert not all(_computed(runs0["sharded"])), cache  # the tolerance does skip
+        measured = [
+            (d.get("measured_error"), s.get("measured_error")) for d, s in zip(runs0["sharded"], runs0["single"])
+        ]
+        assert any(a is not None for a, _ in measured)
+        for a, b in measured:
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert a == pytest.approx(b, rel=1e-4, abs=1e-7), cache
