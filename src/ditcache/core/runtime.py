@@ -279,12 +279,10 @@ class CacheRuntime:
                     )
                 ctx.validate()
                 ctx = self._stamp(ctx, _sample(call), reducer)
-                if cp is None:
-                    result = self._chain(ctx)
-                else:
+                if cp is not None:
                     ctx = cp.split_streams(ctx)
-                    with cp.bypass():
-                        result = self._chain(ctx)
+                with contextlib.nullcontext() if cp is None else cp.bypass():
+                    result = self._chain(ctx)
                 self.clock.call_done(ctx.branch)
                 if isinstance(result, FinalOutput):
                     return result.value
