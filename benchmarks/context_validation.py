@@ -123,12 +123,12 @@ def run(rounds: int, micro_calls: int, forward_calls: int, size: int, text_len: 
             contexts[i % steps].validate()
 
         def stamp(i: int) -> None:
-            runtime._stamp(contexts[i % steps])
+            runtime._stamp(contexts[i % steps], None, runtime.effective_reducer())
 
         def bookkeeping(i: int) -> None:
             ctx = contexts[i % steps]
             ctx.validate()
-            runtime._stamp(ctx)
+            runtime._stamp(ctx, None, runtime.effective_reducer())
 
         def extract(i: int) -> None:
             extractor.extract(model, (), dict(calls[i % steps]))

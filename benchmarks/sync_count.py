@@ -11,6 +11,11 @@ Run from the repository root::
 
     OMP_NUM_THREADS=1 python benchmarks/sync_count.py --out results/
 
+Three variants per cache: a plain loop (the runtime detects the generation from the calls), a loop that passes its
+step index (``cache_context("cond", step_index=i)``), and a *driven* one, where a pipeline says where each
+generation starts (its scheduler's timesteps, read by :mod:`ditcache.core.pipeline`) and wraps each call in
+``cache_context("cond")`` as diffusers' pipelines do.
+
 It writes ``sync_count.json``: per variant, the syncs counted over a denoising loop divided by its transformer
 calls (``per_call``), with the total and the call count, and prints a table.
 """
@@ -29,6 +34,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ditcache
+from ditcache.core.pipeline import bind_pipeline
 
 _SYNC_OPS = {
     torch.ops.aten._local_scalar_dense.default,
@@ -122,13 +128,30 @@ def _loop_calls(model: Any, steps: int, step_index: bool) -> list[dict[str, Any]
     ]
 
 
-def measure(cache: str, steps: int = 20, step_index: bool = False) -> dict[str, Any]:
+class _Scheduler:
+    timesteps: torch.Tensor | None = None  # set per run, as ``set_timesteps`` does
+    begin_index: int | None = None
+
+
+class _Pipeline:
+    """What :mod:`ditcache.core.pipeline` reads of a diffusers pipeline: its scheduler's timesteps. (A real scheduler's
+    ``step`` would add syncs of its own: this counts the transformer calls' only.)"""
+
+    def __init__(self) -> None:
+        self.scheduler = _Scheduler()
+
+
+def measure(cache: str, steps: int = 20, step_index: bool = False, driven: bool = False) -> dict[str, Any]:
     """Syncs per transformer call of a ``steps``-step loop on the tiny Flux with ``cache`` applied.
 
     ``cache`` is ``none``, ``teacache``, ``magcache`` or ``dbcache``; the step count is given by
     :func:`ditcache.refresh` before the loop. With ``step_index`` the loop wraps each call in
-    ``model.cache_context("cond", step_index=i)`` as a pipeline that passes its step index does.
+    ``model.cache_context("cond", step_index=i)`` as a pipeline that passes its step index does. With ``driven`` a
+    pipeline drives the generations instead: each run sets new scheduler timesteps (no refresh) and wraps each call in
+    ``model.cache_context("cond")``, as a diffusers pipeline call does.
     """
+    if step_index and driven:
+        raise ValueError("step_index and driven are separate variants")
     model = _tiny_flux()
     if cache == "teacache":
         ditcache.apply_teacache_hook(model, ditcache.TeaCacheConfig(rel_l1_thresh=0.4))
@@ -138,23 +161,29 @@ def measure(cache: str, steps: int = 20, step_index: bool = False) -> dict[str, 
         ditcache.apply_dbcache_hook(model, ditcache.DBCacheConfig(fn_compute_blocks=1, bn_compute_blocks=1))
     elif cache != "none":
         raise ValueError(f"cache: expected none, teacache, magcache or dbcache, got {cache!r}")
-    if cache != "none":
+    pipe = _Pipeline()
+    if cache != "none" and driven:
+        bind_pipeline(pipe, {"transformer": model})
+    elif cache != "none":
         ditcache.refresh(model, num_inference_steps=steps)
     calls = _loop_calls(model, steps, step_index)
     with torch.no_grad():
         # one warm-up run (lazy imports, first-call memos), then the counted one
         for counted in (False, True):
-            if cache != "none":
+            if driven:
+                pipe.scheduler.timesteps = torch.linspace(1000.0, 1000.0 / steps, steps)  # a new pipe(...) call
+            elif cache != "none":
                 ditcache.refresh(model, num_inference_steps=steps)
             latents = calls[0]["latents"]
             scope = count_syncs() if counted else contextlib.nullcontext(None)
             with scope as counter:
                 for call in calls:
-                    ctx = (
-                        model.cache_context("cond", step_index=call["step"])
-                        if call["step"] is not None
-                        else contextlib.nullcontext()
-                    )
+                    if call["step"] is not None:
+                        ctx = model.cache_context("cond", step_index=call["step"])
+                    elif driven:
+                        ctx = model.cache_context("cond")
+                    else:
+                        ctx = contextlib.nullcontext()
                     with ctx:
                         out = model(hidden_states=latents, **call["kwargs"])[0]
                     latents = latents + call["dt"] * out
@@ -166,6 +195,7 @@ def measure(cache: str, steps: int = 20, step_index: bool = False) -> dict[str, 
     return {
         "cache": cache,
         "step_index": step_index,
+        "driven": driven,
         "calls": steps,
         "syncs": counter.count,
         "per_call": counter.count / steps,
@@ -174,7 +204,11 @@ def measure(cache: str, steps: int = 20, step_index: bool = False) -> dict[str, 
     }
 
 
-VARIANTS = [(c, s) for c in ("none", "teacache", "magcache", "dbcache") for s in (False, True)]
+VARIANTS = [
+    (c, s, d)
+    for c in ("none", "teacache", "magcache", "dbcache")
+    for s, d in ((False, False), (True, False), (False, True))
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results = [measure(cache, args.steps, step_index) for cache, step_index in VARIANTS]
+    results = [measure(cache, args.steps, step_index, driven) for cache, step_index, driven in VARIANTS]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sync_count.json").write_text(
         json.dumps({"torch": torch.__version__, "ditcache": ditcache.__version__, "results": results}, indent=2)
     )
-    print(f"{'cache':10} {'step_index':10} {'per_call':>8}  ops")
+    print(f"{'cache':10} {'step_index':10} {'driven':6} {'per_call':>8}  ops")
     for r in results:
-        print(f"{r['cache']:10} {r['step_index']!s:10} {r['per_call']:8.2f}  {r['ops']}")
+        print(f"{r['cache']:10} {r['step_index']!s:10} {r['driven']!s:6} {r['per_call']:8.2f}  {r['ops']}")
     return 0
 
 

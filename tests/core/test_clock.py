@@ -8,7 +8,7 @@ branches agree, also for TeaCache's per-branch polynomials).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import pytest
@@ -118,6 +118,28 @@ def test_restart_refresh_and_eviction_end_the_open_generation() -> None:
         ("start", "c", 5, "cond"),
     ]
     assert clock.branches() == ["b", "c"]
+
+
+def test_the_timestep_is_read_only_when_the_timestep_rules_decide() -> None:
+    reads: list[float] = []
+
+    def lazy(t: float) -> Callable[[], float]:
+        def read() -> float:
+            reads.append(t)
+            return t
+
+        return read
+
+    clock = StepClock()
+    ticks = [clock.advance("x", lazy(t), SIG) for t in (1.0, 0.5, 1.0)]  # undriven: read once per call
+    assert reads == [1.0, 0.5, 1.0] and [k.generation for k in ticks] == [1, 1, 2]  # a lazy value decides alike
+    reads.clear()
+    for i, t in enumerate((1.0, 0.5)):  # a step hint says where the loop is: never read
+        clock.advance("y", lazy(t), SIG, i)
+    assert reads == []
+    clock.refresh(3, driven=True)  # a pipeline drives the generations: never read, a non-monotone run is one
+    ticks = [clock.advance("x", lazy(t), SIG) for t in (1.0, 0.5, 1.0)]
+    assert reads == [] and [(k.step, k.generation) for k in ticks] == [(0, 4), (1, 4), (2, 4)]
 
 
 def test_a_cache_keeps_one_slot_per_branch_and_never_detects_generations() -> None:

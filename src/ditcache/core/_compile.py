@@ -1,4 +1,6 @@
-"""``torch.compiler.disable`` without importing torch's compiler stack at import time.
+"""``torch.compile`` helpers: :func:`eager` and :func:`unwrap_compiled`.
+
+:func:`eager` is ``torch.compiler.disable`` without importing torch's compiler stack at import time.
 
 Decorating with ``torch.compiler.disable`` imports ``torch._dynamo`` (about 1.5x the cost of ``import torch`` itself).
 :func:`eager` defers that: while ``torch._dynamo`` has never been imported nothing can be compiling, so the function
@@ -12,7 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["eager"]
+from torch import nn
+
+__all__ = ["eager", "unwrap_compiled"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,3 +36,15 @@ def eager(fn: F) -> F:
         return disabled[0](*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def unwrap_compiled(module: nn.Module) -> nn.Module:
+    """The original module of a ``torch.compile``'d one (``OptimizedModule._orig_mod``); others unchanged.
+
+    Caches are applied to the original: the compiled wrapper calls through it, so its patched forward runs (the
+    runtime itself always runs eagerly)."""
+    original = getattr(module, "_orig_mod", None)
+    while isinstance(original, nn.Module):
+        module = original
+        original = getattr(module, "_orig_mod", None)
+    return module

@@ -40,6 +40,7 @@ __all__ = [
     "FinalOutput",
     "GenerationStats",
     "StepDecision",
+    "compose",
     "insertion_index",
 ]
 
@@ -126,6 +127,38 @@ def insertion_index(stack: Sequence[CacheMiddleware[Any]], cache: CacheMiddlewar
         if LEVELS.index(existing.level) > rank:
             return i
     return len(stack)
+
+
+def compose(stack: Sequence[CacheMiddleware[Any]]) -> Callable[[CacheContext], BlockOutput | FinalOutput]:
+    """The call chain of ``stack`` (outermost first): each cache's :meth:`~CacheMiddleware.process` gets the rest of
+    the stack as ``call_next``, and the innermost step runs the context's blocks. Only the outermost cache may return
+    a :class:`FinalOutput`; an inner one that does raises TypeError."""
+    chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
+    for middleware in reversed(stack):
+        chain = _link(middleware, chain)
+    return chain
+
+
+def _run_blocks(ctx: CacheContext) -> BlockOutput:
+    return ctx.blocks(ctx.hidden_states, ctx.encoder_hidden_states)
+
+
+def _link(
+    middleware: CacheMiddleware[Any], call_next: Callable[[CacheContext], BlockOutput | FinalOutput]
+) -> Callable[[CacheContext], BlockOutput | FinalOutput]:
+    def checked_next(ctx: CacheContext) -> BlockOutput:
+        out = call_next(ctx)
+        if isinstance(out, FinalOutput):
+            raise TypeError(
+                f"cache: an inner middleware returned FinalOutput to {middleware.name!r}; only the outermost cache "
+                "may return the model's output (stack output-forecasting caches outside the others)"
+            )
+        return out
+
+    def step(ctx: CacheContext) -> BlockOutput | FinalOutput:
+        return middleware.process(ctx, checked_next)
+
+    return step
 
 
 @attrs.define

@@ -20,6 +20,10 @@ count, so a run longer than the previous one stays one generation, and it ends w
 Generations started by the pipeline entry point (``driven``) ignore the timestep rules: the pipeline says where each
 run starts, so a non-monotone schedule is one generation.
 
+**The timestep is read lazily.** :meth:`StepClock.advance` takes it as a float, None, or a zero-argument callable
+returning one (reading a device tensor is a host sync), and reads it only for the timestep rules: never in a driven
+generation, nor in a call with a step hint.
+
 The role is decided once, at the start, by :func:`ditcache.core.branch.role_of`: named branches by their name,
 automatic branches by their position in the current denoising run. A run is the group of automatic branches that
 start a generation on the same latent tensor (the ``hidden_states`` the caller passed) while every earlier member of
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -39,7 +43,11 @@ import torch
 
 from ditcache.core.branch import Role, is_auto_branch, role_of, tensor_version
 
-__all__ = ["GenerationListener", "StepClock", "Tick", "check_max_branches"]
+__all__ = ["GenerationListener", "StepClock", "Tick", "Timestep", "check_max_branches"]
+
+Timestep = float | Callable[[], float | None] | None
+"""A call's timestep as :meth:`StepClock.advance` takes it: the value, None (unknown), or a zero-argument callable
+that reads it (called only when the timestep rules need the value)."""
 
 
 class GenerationListener(Protocol):
@@ -187,7 +195,7 @@ class StepClock:
     def advance(
         self,
         branch: Hashable,
-        timestep: float | None,
+        timestep: Timestep,
         signature: tuple[Any, ...],
         step_hint: int | None = None,
         *,
@@ -196,11 +204,13 @@ class StepClock:
     ) -> Tick:
         """Account for one call of ``branch`` and return where it stands (announcing a start, or an eviction).
 
-        ``num_steps`` is a count given with the call (``cache_context(num_inference_steps=...)``): it bounds the
-        call's generation. ``sample`` is the latent the caller passed; automatic branches starting together on it
-        form one CFG run (module docstring).
+        ``timestep`` (a value or a callable reading it, see :data:`Timestep`) is read only when the timestep rules
+        apply: no ``step_hint`` and a generation that is not driven. ``num_steps`` is a count given with the call
+        (``cache_context(num_inference_steps=...)``): it bounds the call's generation. ``sample`` is the latent the
+        caller passed; automatic branches starting together on it form one CFG run (module docstring).
         """
         clk = self._clocks.get(branch)
+        new: bool | None
         if clk is None:
             clk = _BranchClock()
             self._clocks[branch] = clk
@@ -209,7 +219,12 @@ class StepClock:
             new = True
         else:
             self._clocks.move_to_end(branch)
-            new = self._is_new(clk, timestep, signature, step_hint, sample)
+            new = self._is_new(clk, signature, step_hint, sample)
+        t: float | None = None
+        read = False
+        if new is None:  # only the timestep can tell (so this generation, or the new one, goes on using it)
+            t, read = _read(timestep), True
+            new = self._timestep_restarts(clk, t)
         if new:
             self._end(branch, clk)
             self._generation += 1
@@ -229,6 +244,8 @@ class StepClock:
                 clk.num_steps, clk.bounded = self._epoch_steps, True
             else:
                 clk.num_steps, clk.bounded = self.num_steps, False
+            if not read and step_hint is None and not clk.driven:
+                t = _read(timestep)  # the next call's timestep rules compare with it
             clk.role = role_of(branch, self._position(branch, sample))
             clk.open = True
             for listener in self.listeners:
@@ -239,7 +256,7 @@ class StepClock:
                 clk.num_steps, clk.bounded = num_steps, True
             elif not clk.bounded:
                 clk.num_steps = self.num_steps  # the default may have been set since the start
-        clk.last_t = timestep
+        clk.last_t = t  # None when the rules do not apply to this call
         return Tick(branch, clk.step, clk.generation, clk.role, clk.num_steps, new)
 
     def call_done(self, branch: Hashable) -> None:
@@ -250,13 +267,9 @@ class StepClock:
 
     # ------------------------------------------------------------------ internals
     def _is_new(
-        self,
-        clk: _BranchClock,
-        timestep: float | None,
-        signature: tuple[Any, ...],
-        step_hint: int | None,
-        sample: torch.Tensor | None,
-    ) -> bool:
+        self, clk: _BranchClock, signature: tuple[Any, ...], step_hint: int | None, sample: torch.Tensor | None
+    ) -> bool | None:
+        """Whether the call starts a new generation of ``clk``'s branch; None when only the timestep can tell."""
         if not clk.open or clk.epoch != self._epoch or clk.signature != signature:
             return True
         if step_hint is not None:  # the caller says where the loop is: trust it
@@ -265,6 +278,11 @@ class StepClock:
             return False
         if self._restarts_from_first_sample(clk, sample):
             return True
+        return None
+
+    @staticmethod
+    def _timestep_restarts(clk: _BranchClock, timestep: float | None) -> bool:
+        """The timestep rules (class docstring): whether ``timestep`` starts a new generation after ``clk.last_t``."""
         if timestep is None or clk.last_t is None:
             return False
         delta = timestep - clk.last_t
@@ -326,3 +344,7 @@ class StepClock:
         clk.open = False
         for listener in self.listeners:
             listener.generation_ended(branch, clk.generation)
+
+
+def _read(timestep: Timestep) -> float | None:
+    return timestep() if callable(timestep) else timestep

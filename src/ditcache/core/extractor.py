@@ -28,6 +28,7 @@ __all__ = [
     "get_extractor",
     "register_extractor",
     "registered_extractors",
+    "resolve_extractor",
 ]
 
 
@@ -198,6 +199,19 @@ def get_extractor(target: nn.Module | type | str) -> Extractor:
     if cls.__name__ in _BY_KEY:
         return _BY_KEY[cls.__name__]
     raise ExtractorNotFoundError(_not_found(cls.__name__))
+
+
+def resolve_extractor(module: nn.Module, extractor: Extractor | str | None) -> Extractor:
+    """The extractor that serves ``module``: ``extractor`` itself, the one registered under that key, or (None) the
+    one registered for the module's class; checked against the module (:meth:`Extractor.check`)."""
+    if isinstance(extractor, Extractor):
+        ext = extractor
+    elif extractor is None or isinstance(extractor, str):
+        ext = get_extractor(module if extractor is None else extractor)
+    else:
+        raise TypeError(f"extractor: expected an Extractor, a registered key or None, got {type(extractor).__name__}")
+    ext.check(module)
+    return ext
 
 
 def _not_found(what: str) -> str:

@@ -254,6 +254,11 @@ class HookRegistry:
                 return mw
         return None
 
+    @property
+    def hooked_forward(self) -> Callable[..., Any] | None:
+        """The hooked forward this registry installed on the module, or None while the module is not hooked."""
+        return self._live()._installed
+
     def __contains__(self, name: object) -> bool:
         return any(n == name for n, _ in self._live()._entries)
 

@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from ditcache.core._compile import eager
+from ditcache.core._compile import eager, unwrap_compiled
 from ditcache.core.branch import AutoIdentities, current_branch
-from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, insertion_index
+from ditcache.core.cache import CacheMiddleware, FinalOutput, GenerationStats, compose, insertion_index
 from ditcache.core.clock import StepClock, check_max_branches
 from ditcache.core.context import BlockOutput, CacheContext
 from ditcache.core.distributed import Reducer
-from ditcache.core.extractor import Extractor, get_extractor
+from ditcache.core.extractor import Extractor, get_extractor, resolve_extractor
 from ditcache.core.hooks import CallNext, ForwardCall, HookRegistry
 from ditcache.core.log import get_logger
 from ditcache.core.parallel import AgreedBranches, ContextParallel, detect_reducer
@@ -121,7 +121,7 @@ class CacheRuntime:
         self.reducer: Reducer | None = None  # given with set_reducer; None: detected per call
         self._branches = AgreedBranches()
         self._parallel: tuple[Any, ContextParallel | None, Reducer] | None = None  # (config, plan, reducer)
-        self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
+        self._chain: Callable[[CacheContext], BlockOutput | FinalOutput] = compose(self._middlewares)
         self._busy = threading.RLock()  # one call at a time: the caches' per-branch state is not thread-safe
 
     @property
@@ -173,6 +173,7 @@ class CacheRuntime:
                         f"{mw.name!r} first"
                     )
         middleware.bind(self.module, len(self.extractor.block_modules(self.module)))
+        middleware.reset()  # whatever it kept from before; the caches already here are restarted by _rebuild
         self._middlewares.insert(insertion_index(self._middlewares, middleware), middleware)
         _OWNERS[middleware] = weakref.ref(self.module)
         self._rebuild()
@@ -188,12 +189,6 @@ class CacheRuntime:
             self._rebuild()
         return mw
 
-    def _build_chain(self) -> Callable[[CacheContext], BlockOutput | FinalOutput]:
-        chain: Callable[[CacheContext], BlockOutput | FinalOutput] = _run_blocks
-        for mw in reversed(self._middlewares):
-            chain = _link(mw, chain)
-        return chain
-
     def __getstate__(self) -> dict[str, Any]:
         # The chain's closures would survive copy.deepcopy and keep calling the original's middlewares; a context
         # variable cannot be copied (the copy gets its own); the identities hold weak references.
@@ -206,17 +201,15 @@ class CacheRuntime:
         self.__dict__.update(state)
         self._external = contextvars.ContextVar(f"ditcache_cache_context_{next(_ids)}", default=None)
         self.identities = AutoIdentities()
-        self._chain = self._build_chain()
+        self._chain = compose(self._middlewares)
         self._busy = threading.RLock()
 
     def _rebuild(self) -> None:
-        self._chain = self._build_chain()
+        self._chain = compose(self._middlewares)
         self._sync_bridge()
         # A change of the stack restarts every remaining cache from a clean state at the next call, so each behaves
         # exactly as if it had been applied alone from then on.
-        self.clock.refresh(self.clock.pending_steps)
-        for mw in self._middlewares:
-            mw.reset()
+        self._restart(self.clock.pending_steps)
 
     def _sync_bridge(self) -> None:
         """Install the ``cache_context`` bridge while this runtime is registered and runs caches; remove it
@@ -241,9 +234,13 @@ class CacheRuntime:
             not isinstance(num_inference_steps, int) or isinstance(num_inference_steps, bool) or num_inference_steps < 1
         ):
             raise ValueError(f"num_inference_steps: expected a positive int or None, got {num_inference_steps!r}")
-        self.clock.refresh(num_inference_steps)
-        for mw in self._middlewares:
-            mw.reset()
+        self._restart(num_inference_steps)
+
+    def _restart(self, num_steps: int | None, *, driven: bool = False) -> None:
+        """The one way a generation restarts: every open generation ends now and each branch starts a new one, of
+        ``num_steps`` calls, at its next call (:meth:`StepClock.refresh <ditcache.core.clock.StepClock.refresh>`,
+        ``driven`` as there). The clock announces the ends to the caches, which drop their state."""
+        self.clock.refresh(num_steps, driven=driven)
 
     # ------------------------------------------------------------------ the call
     # Never traced by torch.compile: the decisions read and write Python state every step (tracing them would
@@ -267,13 +264,13 @@ class CacheRuntime:
     def _call(self, call: ForwardCall) -> Any:
         module = call.module
         self._poll_source()
-        cp = self._context_parallel(module)
+        cp, reducer = self._context_parallel(module)
         try:
             with self.extractor.scope(module, call.kwargs) as kwargs:
                 args = call.args
                 if cp is not None:
                     reg = HookRegistry.get(module)
-                    args, kwargs = cp.split_inputs(module, args, kwargs, None if reg is None else reg._installed)
+                    args, kwargs = cp.split_inputs(module, args, kwargs, None if reg is None else reg.hooked_forward)
                 ctx = self.extractor.extract(module, args, kwargs)
                 if not isinstance(ctx, CacheContext):
                     raise TypeError(
@@ -281,13 +278,11 @@ class CacheRuntime:
                         f"got {type(ctx).__name__}"
                     )
                 ctx.validate()
-                ctx = self._stamp(ctx, _sample(call))
-                if cp is None:
-                    result = self._chain(ctx)
-                else:
+                ctx = self._stamp(ctx, _sample(call), reducer)
+                if cp is not None:
                     ctx = cp.split_streams(ctx)
-                    with cp.bypass():
-                        result = self._chain(ctx)
+                with contextlib.nullcontext() if cp is None else cp.bypass():
+                    result = self._chain(ctx)
                 self.clock.call_done(ctx.branch)
                 if isinstance(result, FinalOutput):
                     return result.value
@@ -309,11 +304,9 @@ class CacheRuntime:
         token, num_steps = current
         if token != self._source_token:
             self._source_token = token
-            self.clock.refresh(num_steps, driven=True)
-            for mw in self._middlewares:
-                mw.reset()
+            self._restart(num_steps, driven=True)
 
-    def _stamp(self, ctx: CacheContext, sample: torch.Tensor | None) -> CacheContext:
+    def _stamp(self, ctx: CacheContext, sample: torch.Tensor | None, reducer: Reducer) -> CacheContext:
         branch = current_branch()
         step_hint: int | None = None
         given_steps: int | None = None
@@ -326,14 +319,16 @@ class CacheRuntime:
                 # this run's count: it bounds this generation
                 _STEP_COUNT.check(kw["num_inference_steps"], "cache_context(num_inference_steps=...)")
                 given_steps = int(kw["num_inference_steps"])
-        reducer = self.effective_reducer()
         if branch is None:
             branch = self._branches.agree(self.identities.branch(ctx.condition), reducer, ctx.hidden_states.device)
         h = ctx.hidden_states
         signature = (tuple(h.shape), h.dtype, h.device)
-        # The timestep is read (a host sync) only when no step hint says where the loop is: the clock ignores it then.
-        timestep = _scalar(ctx.timestep) if step_hint is None else None
-        tick = self.clock.advance(branch, timestep, signature, step_hint, num_steps=given_steps, sample=sample)
+        # The clock reads the timestep (a host sync) only when its timestep rules decide: not when a step hint or the
+        # caller's generation source (a driven generation) says where the loop is.
+        timestep = ctx.timestep
+        tick = self.clock.advance(
+            branch, lambda: _scalar(timestep), signature, step_hint, num_steps=given_steps, sample=sample
+        )
         if tick.started and reducer.is_local:
             # An automatic branch whose prompt tensor is gone can never be called again: end its generation now,
             # so that its tensors go with it instead of waiting for the branch bound to evict it. Not under
@@ -351,25 +346,21 @@ class CacheRuntime:
         )
 
     # ------------------------------------------------------------------ sequence parallelism
-    def _context_parallel(self, module: nn.Module) -> ContextParallel | None:
-        """diffusers' context-parallel hooks of ``module`` (None when it is not enabled), re-read when its
-        parallel config changes."""
+    def _context_parallel(self, module: nn.Module) -> tuple[ContextParallel | None, Reducer]:
+        """What a call of ``module`` needs: diffusers' context-parallel hooks (None when it is not enabled), re-read
+        when its parallel config changes, and the reducer (:meth:`effective_reducer`)."""
         config = getattr(module, "_parallel_config", None)
         cached = self._parallel
         if cached is None or cached[0] is not config:
             cp_enabled = config is not None and getattr(config, "context_parallel_config", None) is not None
             plan = ContextParallel(module, self.extractor.block_modules(module)) if cp_enabled else None
             cached = self._parallel = (config, plan, detect_reducer(module))
-        return cached[1]
+        return cached[1], cached[2] if self.reducer is None else self.reducer
 
     def effective_reducer(self) -> Reducer:
         """The reducer the contexts get: the one given with :func:`set_reducer`, else the context-parallel group
         of the module (:func:`ditcache.core.parallel.detect_reducer`), else ``LOCAL``."""
-        if self.reducer is not None:
-            return self.reducer
-        self._context_parallel(self.module)
-        assert self._parallel is not None
-        return self._parallel[2]
+        return self._context_parallel(self.module)[1]
 
     def __repr__(self) -> str:
         return f"CacheRuntime({self.extractor.name}, {[mw.name for mw in self._middlewares]})"
@@ -381,44 +372,10 @@ def _sample(call: ForwardCall) -> torch.Tensor | None:
     return sample if isinstance(sample, torch.Tensor) else None
 
 
-def _run_blocks(ctx: CacheContext) -> BlockOutput:
-    return ctx.blocks(ctx.hidden_states, ctx.encoder_hidden_states)
-
-
-def _link(
-    middleware: CacheMiddleware[Any], call_next: Callable[[CacheContext], BlockOutput | FinalOutput]
-) -> Callable[[CacheContext], BlockOutput | FinalOutput]:
-    def checked_next(ctx: CacheContext) -> BlockOutput:
-        out = call_next(ctx)
-        if isinstance(out, FinalOutput):
-            raise TypeError(
-                f"cache: an inner middleware returned FinalOutput to {middleware.name!r}; only the outermost cache "
-                "may return the model's output (stack output-forecasting caches outside the others)"
-            )
-        return out
-
-    def step(ctx: CacheContext) -> BlockOutput | FinalOutput:
-        return middleware.process(ctx, checked_next)
-
-    return step
-
-
 # ---------------------------------------------------------------------- public functions
 def _applied(module: nn.Module) -> list[CacheMiddleware[Any]]:
     runtime = get_cache_runtime(module)
     return [] if runtime is None else runtime.middlewares
-
-
-def _unwrap_compiled(module: nn.Module) -> nn.Module:
-    """The original module of a ``torch.compile``'d one (``OptimizedModule._orig_mod``); others unchanged.
-
-    Caches are applied to the original: the compiled wrapper calls through it, so its patched forward runs (the
-    runtime itself always runs eagerly)."""
-    original = getattr(module, "_orig_mod", None)
-    while isinstance(original, nn.Module):
-        module = original
-        original = getattr(module, "_orig_mod", None)
-    return module
 
 
 def resolve_module(module: object, extractor: Extractor | str | None = None) -> nn.Module:
@@ -429,7 +386,7 @@ def resolve_module(module: object, extractor: Extractor | str | None = None) -> 
     when diffusers' own cache (``enable_cache``) is on. A ``torch.compile``'d module resolves to its original."""
     if not isinstance(module, nn.Module):
         raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-    module = _unwrap_compiled(module)
+    module = unwrap_compiled(module)
     if getattr(module, "_cache_config", None) is not None and hasattr(module, "disable_cache"):
         raise ValueError(
             f"module: diffusers' own cache is enabled on this {type(module).__name__} "
@@ -444,23 +401,12 @@ def resolve_module(module: object, extractor: Extractor | str | None = None) -> 
 def get_cache_runtime(module: nn.Module) -> CacheRuntime | None:
     """The cache runtime installed on ``module`` (or on the original of a compiled module), or None."""
     if isinstance(module, nn.Module):
-        module = _unwrap_compiled(module)
+        module = unwrap_compiled(module)
     reg = HookRegistry.get(module)
     if reg is None:
         return None
     rt = reg.get_middleware(RUNTIME_NAME)
     return rt if isinstance(rt, CacheRuntime) else None
-
-
-def _resolve_extractor(module: nn.Module, extractor: Extractor | str | None) -> Extractor:
-    if isinstance(extractor, Extractor):
-        ext = extractor
-    elif extractor is None or isinstance(extractor, str):
-        ext = get_extractor(module if extractor is None else extractor)
-    else:
-        raise TypeError(f"extractor: expected an Extractor, a registered key or None, got {type(extractor).__name__}")
-    ext.check(module)
-    return ext
 
 
 M = TypeVar("M", bound=CacheMiddleware[Any])
@@ -503,12 +449,12 @@ def _apply(module: nn.Module, middleware: M, extractor: Extractor | str | None) 
         raise TypeError(f"middleware: expected a CacheMiddleware, got {type(middleware).__name__}")
     runtime = get_cache_runtime(module)
     if runtime is None:
-        runtime = CacheRuntime(module, _resolve_extractor(module, extractor))
+        runtime = CacheRuntime(module, resolve_extractor(module, extractor))
         runtime.add(middleware)  # raises before anything is installed
         HookRegistry.get_or_create(module).register(RUNTIME_NAME, runtime)
         runtime._sync_bridge()
         return middleware
-    if extractor is not None and _resolve_extractor(module, extractor) is not runtime.extractor:
+    if extractor is not None and resolve_extractor(module, extractor) is not runtime.extractor:
         raise ValueError(
             f"extractor: {type(module).__name__} already runs caches with extractor {runtime.extractor.name!r}; "
             "remove them (ditcache.remove_cache(module)) before applying a cache with another extractor"
