@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from cases import ALL, NEVER_SKIP, NO_CHECKPOINTING, REFUSALS, Call
@@ -157,6 +158,26 @@ def extract(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
 def test_never_skipping_teacache_matches_native_forward(case: str, batch: int, return_dict: bool) -> None:
     model, calls = ALL[case].make(batch, return_dict)
     assert_hooked_equals_native(model, calls, return_dict, ALL[case].config)
+
+
+@pytest.mark.parametrize("case", list(ALL))
+def test_a_measuring_tolerance_matches_native_forward(case: str) -> None:
+    """Under ``rtol`` every computed call also runs the head on what a skip would have returned; with a tolerance
+    no inexact reuse meets, the outputs still equal the native ones bit for bit (a step is skipped only after a
+    reuse was measured exact, as when a case repeats its inputs)."""
+    model, calls = ALL[case].make(1, False)
+    native = copy.deepcopy(model)
+    config = attrs.evolve(ALL[case].config, rel_l1_thresh=0.2, rtol=1e-9, warmup_steps=0)
+    cache = ditcache.apply_teacache_hook(model, config)
+    with torch.no_grad():
+        for step, (args, kwargs) in enumerate(calls):
+            got, ref = first(model(*args, **kwargs)), first(native(*args, **kwargs))
+            assert same(got, ref), f"step {step}: max |diff| {max_diff(got, ref)}"
+    (generation,) = cache.stats()
+    measured = [d.info["measured_error"] for d in generation.decisions if d.info["measured_error"] is not None]
+    assert measured
+    assert not generation.skipped_steps or min(measured) <= 1e-9
+    ditcache.remove_cache(model)
 
 
 ON_GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

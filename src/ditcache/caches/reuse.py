@@ -212,6 +212,20 @@ def output_tensor(output: Any) -> torch.Tensor:
     )
 
 
+def output_values(output: Any) -> torch.Tensor:
+    """The sample values of a model's return value as one tensor: :func:`output_tensor`, or, for a model that
+    returns a list of per-sample tensors (Z-Image, Lumina-style variable sizes), their values flattened and
+    concatenated (what an error between two outputs needs; a forecast needs :func:`output_tensor`)."""
+    sample = output
+    if isinstance(output, tuple) and output:
+        sample = output[0]
+    elif not isinstance(output, (torch.Tensor, list)):
+        sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", output)
+    if isinstance(sample, list) and sample and all(isinstance(t, torch.Tensor) for t in sample):
+        return torch.cat([t.reshape(-1) for t in sample])
+    return output_tensor(output)
+
+
 def with_output_tensor(template: Any, tensor: torch.Tensor) -> Any:
     """``template`` (a return value of the model) with its sample tensor replaced by ``tensor``."""
     if isinstance(template, torch.Tensor):
@@ -275,15 +289,19 @@ class StepReuse:
     def compute_measured(
         self, ctx: CacheContext, call_next: Callable[[CacheContext], BlockOutput], *, measure: bool = True
     ) -> tuple[BlockOutput | FinalOutput, float | None]:
-        """:meth:`compute`, and with ``measure`` the relative L1 error a skip would have made at this step:
-        ``rel_l1(reused, computed)`` of the model output (target ``"output"``) or of the blocks' hidden output
-        (target ``"residual"``); None when nothing could have been reused. The result is that of :meth:`compute`
-        bit for bit; measuring costs one forecast and one host sync."""
+        """:meth:`compute`, and with ``measure`` the relative L1 error a skip would have made at this step, in the
+        model's output either way: ``rel_l1(reused, computed)`` of the forecast output (target ``"output"``), or of
+        the output the postprocess makes from the blocks' output with the reused residual (target ``"residual"``;
+        the head then runs twice more, on both results). None when nothing could have been reused. The result is
+        that of :meth:`compute` bit for bit; measuring costs one forecast and one host sync."""
         h_in, e_in = ctx.hidden_states, ctx.encoder_hidden_states
         measure = measure and self.usable_for(ctx)
         if self.output is None:
             hidden, encoder = call_next(ctx)  # the guess is built after the blocks: no extra tensor during them
-            error = rel_l1(h_in + self.residual.predict(ctx.step), hidden, ctx.reducer) if measure else None
+            error = None
+            if measure:
+                guess = output_values(ctx.postprocess(*self.residual.apply(ctx.step, h_in, e_in)))
+                error = rel_l1(guess, output_values(ctx.postprocess(hidden, encoder)), ctx.reducer)
             self.residual.store(ctx.step, h_in, e_in, hidden, encoder)
             return (hidden, encoder), error
         hidden, encoder = call_next(ctx)

@@ -256,11 +256,13 @@ OUR_SWEEP: tuple[SweepRow, ...] = (
     _stack(_tea_cfg(2.0, ts=1, mc=10), _db(0.1, ts=1)),
     _stack(_tea_cfg(2.0, ts=1, mc=10, out=True), _db(0.1)),
     # The error tolerance (one setting meant to transfer across models, ditcache.caches.tolerance)
+    *(_tea_rtol(r) for r in (0.05, 0.08, 0.1, 0.15, 0.2)),
+    *(_tea_rtol(r, ts=1) for r in (0.1, 0.2)),
     *(_tea_rtol(r, ts=1, out=True) for r in (0.02, 0.03, 0.05, 0.07, 0.1, 0.13)),
-    *(_tea_rtol(r, ts=2, out=True) for r in (0.03, 0.05, 0.1)),
-    *(_tea_rtol(r) for r in (0.05, 0.1, 0.15)),
+    *(_tea_rtol(r, ts=2, out=True) for r in (0.05, 0.1)),
+    *(_mag_rtol(r) for r in (0.05, 0.1, 0.2)),
+    _mag_rtol(0.2, ts=1),
     *(_mag_rtol(r, ts=1, out=True) for r in (0.05, 0.1, 0.15)),
-    *(_mag_rtol(r) for r in (0.05, 0.1)),
 )
 """The full sweep of ours, identical on every model and mode (no per-model tuning)."""
 
