@@ -17,12 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ditcache
-from _support.flux import denoise, make_flux, make_inputs
+from _support.flux import denoise, make_flux, make_inputs, replay
 from ditcache.bundled import get_bundled_model
 from ditcache.caches.magcache import MagCacheConfig, apply_magcache_hook
 from ditcache.caches.teacache import RAW_DISTANCE, TeaCacheConfig, apply_teacache_hook
 from ditcache.caches.tolerance import MAX_EXTRAPOLATION, MAX_GROWTH, MAX_SHRINK, SAFETY, ErrorControl
-from ditcache.core.metrics import psnr
+from ditcache.core.metrics import psnr, rel_l1
 from ditcache.presets.teacache import TEACACHE_PRESETS
 
 STEPS = 20
@@ -243,3 +243,25 @@ def test_nothing_is_skipped_until_some_error_was_within_the_tolerance() -> None:
     assert not control.allows(0.0) and not control.allows(0.1)
     control.observe(0.05, 0.01)
     assert control.allows(0.0)
+
+
+@pytest.mark.parametrize("forecast", [None, {"order": 1, "target": "output"}])
+def test_the_measured_error_is_the_error_a_skip_makes_in_the_output(forecast: dict[str, Any] | None) -> None:
+    """The error recorded at a computed step equals rel_l1(what skipping that step returns, the real output)."""
+    calls: list[Any] = []
+    native = make_flux()
+    denoise(native, 4, trace=calls)
+    reference = replay(native, calls)
+    common = {"coefficients": RAW_DISTANCE, "warmup_steps": 1, "force_last_step": False, "forecast": forecast}
+    skipping = make_flux()
+    apply_teacache_hook(skipping, TeaCacheConfig(rel_l1_thresh=1e9, max_consecutive_skips=1, **common))
+    skipped = replay(skipping, calls)  # steps 1 and 3 reuse
+    measuring = make_flux()
+    cache = apply_teacache_hook(measuring, TeaCacheConfig(rtol=1e-9, **common))
+    replay(measuring, calls)
+    (stats,) = cache.stats()
+    measured = {d.step: d.info["measured_error"] for d in stats.decisions}
+    # step 3: the residual of step 2 either way; a forecast's history differs after step 1 (0, 2 vs 0, 1, 2)
+    for step in (1, 3) if forecast is None else (1,):
+        expected = rel_l1(skipped[step], reference[step])
+        assert measured[step] == pytest.approx(expected, rel=1e-5), step
