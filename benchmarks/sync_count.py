@@ -141,10 +141,14 @@ class _Pipeline:
         self.scheduler = _Scheduler()
 
 
+CACHES = ("none", "teacache", "magcache", "dbcache", "teacache-rtol", "magcache-rtol")
+"""The configurations counted: no cache, each cache with a threshold, and the step-level caches under ``rtol``."""
+
+
 def measure(cache: str, steps: int = 20, step_index: bool = False, driven: bool = False) -> dict[str, Any]:
     """Syncs per transformer call of a ``steps``-step loop on the tiny Flux with ``cache`` applied.
 
-    ``cache`` is ``none``, ``teacache``, ``magcache`` or ``dbcache``; the step count is given by
+    ``cache`` is one of :data:`CACHES`; the step count is given by
     :func:`ditcache.refresh` before the loop. With ``step_index`` the loop wraps each call in
     ``model.cache_context("cond", step_index=i)`` as a pipeline that passes its step index does. With ``driven`` a
     pipeline drives the generations instead: each run sets new scheduler timesteps (no refresh) and wraps each call in
@@ -159,8 +163,12 @@ def measure(cache: str, steps: int = 20, step_index: bool = False, driven: bool 
         ditcache.apply_magcache_hook(model, ditcache.MagCacheConfig(threshold=0.24))
     elif cache == "dbcache":
         ditcache.apply_dbcache_hook(model, ditcache.DBCacheConfig(fn_compute_blocks=1, bn_compute_blocks=1))
+    elif cache == "teacache-rtol":
+        ditcache.apply_teacache_hook(model, ditcache.TeaCacheConfig(rtol=0.1))
+    elif cache == "magcache-rtol":
+        ditcache.apply_magcache_hook(model, ditcache.MagCacheConfig(rtol=0.1))
     elif cache != "none":
-        raise ValueError(f"cache: expected none, teacache, magcache or dbcache, got {cache!r}")
+        raise ValueError(f"cache: expected one of {list(CACHES)}, got {cache!r}")
     pipe = _Pipeline()
     if cache != "none" and driven:
         bind_pipeline(pipe, {"transformer": model})
@@ -204,11 +212,7 @@ def measure(cache: str, steps: int = 20, step_index: bool = False, driven: bool 
     }
 
 
-VARIANTS = [
-    (c, s, d)
-    for c in ("none", "teacache", "magcache", "dbcache")
-    for s, d in ((False, False), (True, False), (False, True))
-]
+VARIANTS = [(c, s, d) for c in CACHES for s, d in ((False, False), (True, False), (False, True))]
 
 
 def main(argv: list[str] | None = None) -> int:

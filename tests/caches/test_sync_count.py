@@ -62,3 +62,13 @@ def test_the_counter_counts_scalar_reads_equal_and_tolist() -> None:
         x.tolist()
         bool(x.any())
     assert counter.count == 4
+
+
+@pytest.mark.parametrize(("cache", "plain_cache"), [("teacache-rtol", "teacache"), ("magcache-rtol", "magcache")])
+def test_rtol_adds_one_sync_per_measured_step(cache: str, plain_cache: str) -> None:
+    # The measured error is one relative L1 (one .tolist()) on each computed step that could have been skipped.
+    tolerant = BENCH.measure(cache, steps=20, driven=True)
+    plain = BENCH.measure(plain_cache, steps=20, driven=True)
+    measured = tolerant["ops"].get("tolist", 0) - plain["ops"].get("tolist", 0)
+    assert 0 < measured <= 20 - tolerant["skipped_steps"], (tolerant, plain)
+    assert "equal" not in tolerant["ops"] and "_local_scalar_dense" not in tolerant["ops"], tolerant
