@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,23 @@ def _computed(decisions: list[dict[str, Any]]) -> list[bool]:
     return [d["computed"] for d in decisions]
 
 
+def _spawn_ranks(model: str, out_dir: Path) -> None:
+    """Run the two ranks; a rank killed by a signal (a crash inside gloo itself: seen once, as heap corruption,
+    in a full suite run under load) is run again once. A rank that fails an assertion, raises or times out is
+    not retried."""
+    for attempt in (1, 2):
+        try:
+            mp.spawn(cp_rank_main, args=(_free_port(), str(out_dir), model), nprocs=2, join=True)
+            return
+        except mp.ProcessExitedException as exc:
+            if exc.signal_name is None or attempt == 2:
+                raise
+            warnings.warn(f"context-parallel ranks of {model}: {exc}; running them again", stacklevel=1)
+
+
 @pytest.mark.parametrize("model", ["flux", "qwenimage", "wan"])
 def test_caches_under_context_parallelism(model: str, tmp_path: Path) -> None:
-    mp.spawn(cp_rank_main, args=(_free_port(), str(tmp_path), model), nprocs=2, join=True)
+    _spawn_ranks(model, tmp_path)
     r0, r1 = (json.loads((tmp_path / f"{model}-rank{r}.json").read_text()) for r in (0, 1))
     assert r0["cp_vs_single"] <= 1e-6  # diffusers' own context parallelism, the baseline
     for cache, row0 in r0["caches"].items():
