@@ -62,7 +62,7 @@ def test_demo_command_prints_table_and_writes_plots(tmp_path: Path, capsys: pyte
     stdout = capsys.readouterr().out
     rows = _table_rows(stdout)
     names = [m.name for m in demo_methods(out / "magcache_profile.json")]
-    assert len(names) == 4 and all(name in rows for name in names)
+    assert len(names) == 5 and all(name in rows for name in names)
 
     data = json.loads((out / "demo.json").read_text())
     results = {r["name"]: r for r in data["evaluation"]["results"]}
@@ -116,7 +116,7 @@ def test_demo_runs_the_patches_model(tmp_path: Path, capsys: pytest.CaptureFixtu
     settings = data["evaluation"]["settings"]
     assert settings["model"] == "patches" and settings["labels"] == [5] and settings["guidance_scale"] == 2.0
     results = data["evaluation"]["results"]
-    assert [r["error"] for r in results] == [None] * 4
+    assert [r["error"] for r in results] == [None] * len(demo_methods(out / "magcache_profile.json"))
     assert all(r["blocks_total"] == 4 * 4 * 2 for r in results)  # 4 dual-stream blocks, 4 steps, 2 branches
     # TeaCache resolves the Qwen-Image preset for the class, not FLUX.1-dev's
     assert "model" not in results[0]["params"]["teacache"]

@@ -70,7 +70,9 @@ def demo_methods(magcache_profile: str | os.PathLike[str]) -> list[Method]:
     (``taylorseer_target="output"``): on the digits model, at the same decisions (t=1, at most 8 skips) that gives
     46.6 dB where forecasting the block residual gives 42.9 dB (CFG 3), so the demo spends the margin on a higher
     threshold (14% of the blocks run, about 43 dB with and without guidance).
-    DBCache is cache-dit's recommended "F1B0 + TaylorSeer".
+    DBCache is cache-dit's recommended "F1B0 + TaylorSeer". The last row sets quality by an error tolerance
+    instead of a threshold (``rtol=0.1``: at most 10% error in a reused step's output, measured by the cache), the
+    setting whose meaning is the same on every model (``docs/tolerance.md``).
     """
     profile = os.fspath(magcache_profile)
     tea = TeaCacheConfig(
@@ -94,6 +96,7 @@ def demo_methods(magcache_profile: str | os.PathLike[str]) -> list[Method]:
         ours("MagCache (calibrated)", mag),
         ours("DBCache + TaylorSeer", db),
         ours("MagCache over DBCache", mag, db_inner),
+        ours("TeaCache rtol=0.1", TeaCacheConfig(rtol=0.1)),
     ]
 
 
