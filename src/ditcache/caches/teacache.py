@@ -444,84 +444,49 @@ class TeaCache(CacheMiddleware[_TeaState]):
             )
         return value
 
-    def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
-        """Return ``(skip, new_accumulated, distance)`` without changing the state."""
+    def _forced(self, ctx: CacheContext) -> bool:
+        """Whether the step is computed whatever the indicator says: warm-up, or the last step when forced."""
         r = self.resolved
-        forced = (
-            ctx.step < r.warmup_steps
-            or (r.force_last_step and ctx.is_last_step)
-            or state.previous_indicator is None
-            or not state.reuse.usable_for(ctx)
-            or state.previous_indicator.shape != indicator.shape
-        )
-        if forced or state.previous_indicator is None:
+        return ctx.step < r.warmup_steps or (r.force_last_step and ctx.is_last_step)
+
+    def decide(self, ctx: CacheContext, state: _TeaState, indicator: torch.Tensor) -> tuple[bool, float, float | None]:
+        """Return ``(skip, accumulated, distance)`` without changing the state: ``accumulated`` is the value the
+        step reached (a skip carries it on, a compute resets it), ``distance`` None when none was measured.
+
+        With a fixed threshold the distance is measured only on steps that may skip; under ``rtol`` on every step
+        after the first, so that a computed step's measured error has the accumulated value it belongs to."""
+        r = self.resolved
+        control = state.control
+        forced = self._forced(ctx) or not state.reuse.usable_for(ctx)
+        previous = state.previous_indicator
+        if previous is None or previous.shape != indicator.shape or (forced and control is None):
             return False, 0.0, None
-        distance = rel_l1(indicator, state.previous_indicator, ctx.reducer)
-        role = ctx.role if r.branch_coefficients else None
-        accumulated = state.accumulated + r.rescale(distance, role)
-        skip = accumulated < r.thresh and (
-            r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips
-        )
-        return skip, (accumulated if skip else 0.0), distance
+        distance = rel_l1(indicator, previous, ctx.reducer)
+        accumulated = state.accumulated + r.rescale(distance, ctx.role if r.branch_coefficients else None)
+        under = accumulated < r.thresh if control is None else control.allows(accumulated)
+        capped = r.max_consecutive_skips is not None and state.consecutive_skips >= r.max_consecutive_skips
+        return not forced and under and not capped, accumulated, distance
 
     def process(self, ctx: CacheContext, call_next: CallNextBlocks) -> BlockOutput | FinalOutput:
         state = self.state(ctx)
         indicator = self._indicator(ctx)
-        if state.control is not None:
-            return self._controlled(ctx, state, state.control, indicator, call_next)
         skip, accumulated, distance = self.decide(ctx, state, indicator)
-        if skip:
-            result = state.reuse.reuse(ctx)
-            state.consecutive_skips += 1
-        else:
-            result = state.reuse.compute(ctx, call_next)
-            state.consecutive_skips = 0
-        state.accumulated = accumulated
-        state.previous_indicator = indicator
-        self.record(ctx, not skip, distance=distance, accumulated=accumulated)
-        return result
-
-    def _controlled(
-        self,
-        ctx: CacheContext,
-        state: _TeaState,
-        control: ErrorControl,
-        indicator: torch.Tensor,
-        call_next: CallNextBlocks,
-    ) -> BlockOutput | FinalOutput:
-        """A step under ``rtol``: the distance accumulates on every step; a step is skipped while the accumulated
-        value is under the threshold the error control set; a computed step measures the error a skip would have
-        made and adapts the threshold (:mod:`ditcache.caches.tolerance`)."""
-        r = self.resolved
-        previous = state.previous_indicator
-        distance: float | None = None
-        accumulated = 0.0
-        if previous is not None and previous.shape == indicator.shape:
-            distance = rel_l1(indicator, previous, ctx.reducer)
-            accumulated = state.accumulated + r.rescale(distance, ctx.role if r.branch_coefficients else None)
-        forced = ctx.step < r.warmup_steps or (r.force_last_step and ctx.is_last_step)
-        skip = (
-            distance is not None
-            and not forced
-            and control.allows(accumulated)
-            and (r.max_consecutive_skips is None or state.consecutive_skips < r.max_consecutive_skips)
-            and state.reuse.usable_for(ctx)
-        )
+        control = state.control
         error: float | None = None
         if skip:
             result = state.reuse.reuse(ctx)
             state.consecutive_skips += 1
-            state.accumulated = accumulated
         else:
-            result, error = state.reuse.compute_measured(ctx, call_next, measure=distance is not None)
-            if error is not None:
-                control.observe(accumulated, error, may_raise=not forced)
+            # Under rtol a computed step also measures the error a skip would have made, and the threshold adapts.
+            measure = control is not None and distance is not None
+            result, error = state.reuse.compute_measured(ctx, call_next, measure=measure)
+            if control is not None and error is not None:
+                control.observe(accumulated, error, may_raise=not self._forced(ctx))
             state.consecutive_skips = 0
-            state.accumulated = 0.0
+        state.accumulated = accumulated if skip else 0.0
         state.previous_indicator = indicator
-        self.record(
-            ctx, not skip, distance=distance, accumulated=accumulated, threshold=control.threshold, measured_error=error
-        )
+        info = {} if control is None else {"threshold": control.threshold, "measured_error": error}
+        self.record(ctx, not skip, distance=distance, accumulated=accumulated, **info)
         return result
 
 
