@@ -699,3 +699,14 @@ def test_unknown_step_count_fails_before_any_block_runs(base: FluxTransformer2DM
             denoise(model, 4, inputs=inputs)
     assert sum(counts) == 0
     assert cache.stats() == [] or all(not g.decisions for g in cache.stats())
+
+
+def test_the_accumulator_is_the_published_rule() -> None:
+    from ditcache.caches.magcache_schedule import MagAccumulator
+
+    acc = MagAccumulator()
+    assert acc.add(0.9) == pytest.approx(0.1)  # ratio 0.9
+    assert acc.add(0.5) == pytest.approx(0.1 + 0.55)  # ratio 0.45
+    assert (acc.steps, acc.ratio) == (2, pytest.approx(0.45))
+    acc.reset()
+    assert (acc.ratio, acc.steps, acc.error) == (1.0, 0, 0.0)

@@ -38,6 +38,7 @@ from torch import nn
 
 from ditcache.caches.magcache_calibration import MagCacheCalibration
 from ditcache.caches.magcache_schedule import (
+    MagAccumulator,
     MagCacheSchedule,
     check_curve,
     magcache_retention_steps,
@@ -307,9 +308,7 @@ class _MagState:
     reuse: StepReuse
     calibration_residual: torch.Tensor | None = None
     control: ErrorControl | None = None
-    acc_ratio: float = 1.0
-    acc_steps: int = 0
-    acc_error: float = 0.0
+    acc: MagAccumulator = attrs.field(factory=MagAccumulator)
 
 
 class MagCache(CacheMiddleware[_MagState]):
@@ -328,7 +327,6 @@ class MagCache(CacheMiddleware[_MagState]):
         super().__init__(config)
         self.resolved = resolved
         self._schedules: dict[tuple[str, int], MagCacheSchedule] = {}
-        self._ratios: dict[tuple[str, int], tuple[float, ...]] = {}
         self._calibration = MagCacheCalibration()
         self._module_class: str | None = None
 
@@ -388,35 +386,25 @@ class MagCache(CacheMiddleware[_MagState]):
         )
         return result
 
-    def _ratios_for(self, role: str, num_steps: int) -> tuple[float, ...]:
-        key = (role, num_steps)
-        ratios = self._ratios.get(key)
-        if ratios is None:
-            ratios = resample_ratios(self.resolved.curve(role), num_steps)
-            self._ratios[key] = ratios
-        return ratios
-
     def _controlled_step(
         self, ctx: CacheContext, state: _MagState, control: ErrorControl, call_next: CallNextBlocks
     ) -> BlockOutput | FinalOutput:
-        """A step under ``rtol``: the published accumulation, online; a step is skipped while the accumulated
-        error is under the threshold the error control set (and at most ``max_skip_steps`` in a row); a computed
-        step measures the error a skip would have made and adapts the threshold (:mod:`ditcache.caches.tolerance`).
-        In the retention window the accumulators stay untouched and a step's own ``|1 - ratio|`` is what the
-        measured error is set against; such observations may lower the threshold but not raise it."""
-        steps = _steps_or_error(ctx.num_steps, self.config.num_inference_steps)
-        ratios = self._ratios_for(ctx.role, steps)
-        step = ctx.step
-        ratio = ratios[step] if step < len(ratios) else None
-        retained = ratio is None or step < magcache_retention_steps(self.resolved.retention_ratio, steps)
+        """A step under ``rtol``: the published accumulation (:class:`MagAccumulator`), online; a step is skipped
+        while the accumulated error is under the threshold the error control set (and at most ``max_skip_steps`` in
+        a row); a computed step measures the error a skip would have made and adapts the threshold
+        (:mod:`ditcache.caches.tolerance`). In the retention window the accumulators stay untouched and a step's own
+        ``|1 - ratio|`` is what the measured error is set against; such observations may lower the threshold but
+        not raise it. The resampled curve and the retention come from the (memoised) schedule of the role."""
+        sched = self._schedule_for(ctx.role, _steps_or_error(ctx.num_steps, self.config.num_inference_steps))
+        step, acc = ctx.step, state.acc
+        ratio = sched.ratios[step] if step < len(sched.ratios) else None
+        retained = ratio is None or step < sched.retention_steps
         usable = state.reuse.usable_for(ctx)
-        skip = False
         if ratio is not None and not retained:
-            state.acc_ratio *= ratio
-            state.acc_steps += 1
-            state.acc_error += abs(1.0 - state.acc_ratio)
-            skip = usable and control.allows(state.acc_error) and state.acc_steps <= self.resolved.max_skip_steps
-        accumulated = state.acc_error if not retained else (abs(1.0 - ratio) if ratio is not None else 0.0)
+            accumulated = acc.add(ratio)
+            skip = usable and control.allows(accumulated) and acc.steps <= self.resolved.max_skip_steps
+        else:
+            accumulated, skip = (0.0 if ratio is None else abs(1.0 - ratio)), False
         measured: float | None = None
         if skip:
             result = state.reuse.reuse(ctx)
@@ -424,7 +412,7 @@ class MagCache(CacheMiddleware[_MagState]):
             result, measured = state.reuse.compute_measured(ctx, call_next, measure=usable)
             if measured is not None:
                 control.observe(accumulated, measured, may_raise=not retained)
-            state.acc_ratio, state.acc_steps, state.acc_error = 1.0, 0, 0.0
+            acc.reset()
         self.record(
             ctx,
             not skip,

@@ -16,6 +16,7 @@ import attrs
 from ditcache.core.validators import finite, int_ge
 
 __all__ = [
+    "MagAccumulator",
     "MagCacheSchedule",
     "check_curve",
     "magcache_retention_steps",
@@ -145,6 +146,29 @@ class MagCacheSchedule(Sequence[bool]):
         return f"{len(self.computed_steps)}/{len(self)} steps computed: {self.pattern}"
 
 
+@attrs.define
+class MagAccumulator:
+    """MagCache's accumulators of one branch since its last computed step (the published rule, in float64)."""
+
+    ratio: float = 1.0
+    """The product of the step ratios ``gamma_t`` since the last computed step."""
+    steps: int = 0
+    """Steps accumulated since then."""
+    error: float = 0.0
+    """The accumulated error, the sum of ``|1 - ratio|``."""
+
+    def add(self, gamma: float) -> float:
+        """Accumulate step ratio ``gamma``; returns the accumulated error."""
+        self.ratio *= gamma
+        self.steps += 1
+        self.error += abs(1.0 - self.ratio)
+        return self.error
+
+    def reset(self) -> None:
+        """A computed step: start again from ``(1.0, 0, 0.0)``."""
+        self.ratio, self.steps, self.error = 1.0, 0, 0.0
+
+
 def magcache_schedule(
     ratios: Sequence[float],
     threshold: float,
@@ -165,21 +189,18 @@ def magcache_schedule(
     int_ge(1).check(max_skip_steps, "max_skip_steps")
     retention = magcache_retention_steps(retention_ratio, num_steps)
     curve = resample_ratios(ratios, num_steps)
-    acc_ratio, acc_steps, acc_err = 1.0, 0, 0.0
+    acc = MagAccumulator()
     compute: list[bool] = []
     errors: list[float] = []
     for t in range(num_steps):
         err_seen = 0.0
         if t >= retention:
-            acc_ratio *= curve[t]
-            acc_steps += 1
-            acc_err += abs(1.0 - acc_ratio)
-            err_seen = acc_err
-            if t > 0 and acc_err <= threshold and acc_steps <= max_skip_steps:
+            err_seen = acc.add(curve[t])
+            if t > 0 and err_seen <= threshold and acc.steps <= max_skip_steps:
                 compute.append(False)
                 errors.append(err_seen)
                 continue
-            acc_ratio, acc_steps, acc_err = 1.0, 0, 0.0
+            acc.reset()
         compute.append(True)
         errors.append(err_seen)
     return MagCacheSchedule(
