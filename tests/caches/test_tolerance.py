@@ -86,12 +86,12 @@ def test_observations_without_a_step_size_are_ignored() -> None:
 
 @pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, math.inf, math.nan])
 def test_rtol_outside_the_open_unit_interval_is_refused(bad: float) -> None:
-    with pytest.raises(ValueError, match=r"rtol: expected a number in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"ErrorControl\.rtol: expected a number in \(0, 1\)"):
         ErrorControl(bad)
 
 
 def test_order_is_checked() -> None:
-    with pytest.raises(ValueError, match=r"ErrorControl\.order: expected an integer >= 0"):
+    with pytest.raises(ValueError, match=r"ErrorControl\.order: expected an int >= 0"):
         ErrorControl(0.1, order=-1)
 
 
@@ -265,3 +265,19 @@ def test_the_measured_error_is_the_error_a_skip_makes_in_the_output(forecast: di
     for step in (1, 3) if forecast is None else (1,):
         expected = rel_l1(skipped[step], reference[step])
         assert measured[step] == pytest.approx(expected, rel=1e-5), step
+
+
+def test_output_values_read_every_kind_of_return_value() -> None:
+    from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+    from ditcache.caches.reuse import output_values
+
+    a, b = torch.arange(4.0).reshape(2, 2), torch.arange(3.0)
+    assert torch.equal(output_values(a), a)
+    assert torch.equal(output_values((a,)), a)
+    assert torch.equal(output_values(Transformer2DModelOutput(sample=a)), a)
+    both = torch.cat([a.reshape(-1), b])
+    assert torch.equal(output_values(([a, b],)), both)  # Z-Image: a list of per-sample tensors
+    assert torch.equal(output_values(Transformer2DModelOutput(sample=[a, b])), both)
+    with pytest.raises(TypeError, match="cannot find the output tensor in a str"):
+        output_values("nope")

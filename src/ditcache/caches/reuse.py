@@ -196,14 +196,20 @@ class ResidualCache:
         return hidden, encoder
 
 
+def _sample_field(output: Any) -> Any:
+    """The sample part of a model's return value: the value itself (a tensor), the first item of a tuple or list,
+    or ``.sample`` / ``["sample"]``; None when there is none."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        return output[0] if output else None
+    return output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", None)
+
+
 def output_tensor(output: Any) -> torch.Tensor:
     """The sample tensor of a model's return value: a tensor, a tuple/list starting with one, or ``.sample`` /
     ``["sample"]``. TypeError when there is none (output forecasting and calibration need it)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", None)
+    sample = _sample_field(output)
     if isinstance(sample, torch.Tensor):
         return sample
     raise TypeError(
@@ -213,14 +219,10 @@ def output_tensor(output: Any) -> torch.Tensor:
 
 
 def output_values(output: Any) -> torch.Tensor:
-    """The sample values of a model's return value as one tensor: :func:`output_tensor`, or, for a model that
-    returns a list of per-sample tensors (Z-Image, Lumina-style variable sizes), their values flattened and
+    """The sample values of a model's return value as one tensor: :func:`output_tensor`, or, for a model whose
+    sample is a list of per-sample tensors (Z-Image, Lumina-style variable sizes), their values flattened and
     concatenated (what an error between two outputs needs; a forecast needs :func:`output_tensor`)."""
-    sample = output
-    if isinstance(output, tuple) and output:
-        sample = output[0]
-    elif not isinstance(output, (torch.Tensor, list)):
-        sample = output.get("sample") if isinstance(output, Mapping) else getattr(output, "sample", output)
+    sample = _sample_field(output)
     if isinstance(sample, list) and sample and all(isinstance(t, torch.Tensor) for t in sample):
         return torch.cat([t.reshape(-1) for t in sample])
     return output_tensor(output)

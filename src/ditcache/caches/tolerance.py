@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import math
 
-from ditcache.core.validators import finite
+from ditcache.core.validators import finite, int_ge
+
+__all__ = ["MAX_EXTRAPOLATION", "MAX_GROWTH", "MAX_SHRINK", "SAFETY", "ErrorControl"]
 
 _RTOL = finite(gt=0, lt=1)
-
-__all__ = ["MAX_EXTRAPOLATION", "MAX_GROWTH", "MAX_SHRINK", "SAFETY", "ErrorControl", "check_rtol"]
 
 SAFETY = 0.9
 """Factor under the threshold the error model predicts for ``rtol`` (as adaptive ODE solvers use)."""
@@ -46,12 +46,6 @@ MAX_EXTRAPOLATION = 2.0
 """The threshold stays within this multiple of the accumulated value an error was measured at."""
 
 
-def check_rtol(value: object, name: str) -> float:
-    """``value`` as a float in (0, 1); ValueError or TypeError naming ``name`` otherwise."""
-    _RTOL.check(value, name)
-    return float(value)  # type: ignore[arg-type]
-
-
 class ErrorControl:
     """The threshold of one branch in one generation, adapted from measured errors (see the module docstring).
 
@@ -61,13 +55,14 @@ class ErrorControl:
     __slots__ = ("exponent", "observations", "rtol", "smallest_error", "threshold")
 
     def __init__(self, rtol: float, order: int = 0) -> None:
-        self.rtol = check_rtol(rtol, "rtol")
-        if isinstance(order, bool) or not isinstance(order, int) or order < 0:
-            raise ValueError(f"ErrorControl.order: expected an integer >= 0, got {order!r}")
+        _RTOL.check(rtol, "ErrorControl.rtol")
+        int_ge(0).check(order, "ErrorControl.order")
+        self.rtol = float(rtol)
         self.exponent = 1.0 / (order + 1)
         self.threshold: float | None = None
         """The current threshold on the accumulator; None until the first observation (nothing is skipped)."""
         self.observations = 0
+        """How many errors were observed."""
         self.smallest_error = math.inf
         """The smallest error measured so far; nothing is skipped until one was within ``rtol``."""
 
