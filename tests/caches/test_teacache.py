@@ -572,7 +572,6 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"rel_l1_thresh": math.inf}, "rel_l1_thresh"),
     ({"rel_l1_thresh": True}, "rel_l1_thresh"),
     ({"rel_l1_thresh": "0.2"}, "rel_l1_thresh"),
-    ({"rel_l1_thresh": None}, "rel_l1_thresh"),
     ({"coefficients": [1.0, 2.0, 3.0, 4.0]}, "coefficients"),
     ({"coefficients": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}, "coefficients"),
     ({"coefficients": [1.0, 2.0, 3.0, 4.0, math.nan]}, "coefficients"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from hypothesis import given, settings
@@ -116,6 +117,8 @@ def test_a_larger_error_never_gives_a_larger_threshold(rtol: float, acc: float, 
     ("config", "kwargs", "message"),
     [
         (TeaCacheConfig, {"rtol": 0.1, "rel_l1_thresh": 0.4}, r"TeaCacheConfig\.rtol: give either rtol .* not both"),
+        (TeaCacheConfig, {"rtol": 0.1, "rel_l1_thresh": 0.2}, r"TeaCacheConfig\.rtol: give either rtol"),  # the default
+        (MagCacheConfig, {"rtol": 0.1, "threshold": 0.06}, r"MagCacheConfig\.rtol: give either rtol"),  # the default
         (TeaCacheConfig, {"rtol": 0}, r"TeaCacheConfig\.rtol: expected a number in \(0, 1\) or None"),
         (TeaCacheConfig, {"rtol": 1.0}, r"TeaCacheConfig\.rtol"),
         (TeaCacheConfig, {"rtol": "0.1"}, r"TeaCacheConfig\.rtol"),
@@ -281,3 +284,9 @@ def test_output_values_read_every_kind_of_return_value() -> None:
     assert torch.equal(output_values(Transformer2DModelOutput(sample=[a, b])), both)
     with pytest.raises(TypeError, match="cannot find the output tensor in a str"):
         output_values("nope")
+
+
+def test_the_thresholds_default_only_without_rtol() -> None:
+    assert TeaCacheConfig().rel_l1_thresh == 0.2 and TeaCacheConfig(rtol=0.1).rel_l1_thresh is None
+    assert MagCacheConfig().threshold == 0.06 and MagCacheConfig(rtol=0.1).threshold is None
+    assert TeaCacheConfig.from_dict(attrs.asdict(TeaCacheConfig(rtol=0.1))) == TeaCacheConfig(rtol=0.1)

@@ -115,8 +115,11 @@ class MagCacheConfig(StrictConfig):
     The defaults (0.06, 3, 0.2) are diffusers'; each preset lists its authors' recommended settings.
     """
 
-    threshold: float = attrs.field(default=_DEFAULT_THRESHOLD, converter=plain_scalar, validator=finite(gt=0))
-    """Accumulated-error threshold ``E``; a step is skipped while the error is ``<=`` it. Larger skips more."""
+    threshold: float | None = attrs.field(
+        default=None, converter=plain_scalar, validator=optional(finite(gt=0), f"{_DEFAULT_THRESHOLD} without rtol")
+    )
+    """Accumulated-error threshold ``E``; a step is skipped while the error is ``<=`` it. Larger skips more. None
+    (the default) means 0.06, and stays None under ``rtol``."""
     max_skip_steps: int = attrs.field(default=3, converter=plain_scalar, validator=int_ge(1))
     """``K``: at most this many steps skipped in a row."""
     retention_ratio: float = attrs.field(default=0.2, converter=plain_scalar, validator=finite(ge=0, lt=1))
@@ -171,7 +174,9 @@ class MagCacheConfig(StrictConfig):
             raise ValueError(
                 "MagCacheConfig.mag_ratios: give either mag_ratios or profile, not both (each is a full curve)"
             )
-        if self.rtol is not None and self.threshold != _DEFAULT_THRESHOLD:
+        if self.rtol is None and self.threshold is None:
+            object.__setattr__(self, "threshold", _DEFAULT_THRESHOLD)
+        if self.rtol is not None and self.threshold is not None:
             raise ValueError(
                 "MagCacheConfig.rtol: give either rtol (an error tolerance that adapts the threshold) or threshold "
                 f"(a fixed one), not both; got rtol={self.rtol!r}, threshold={self.threshold!r}"
@@ -222,7 +227,7 @@ class MagCacheConfig(StrictConfig):
         self, curves: dict[str, tuple[float, ...]], preset: str | None, source: str, model: str | None
     ) -> ResolvedMagCache:
         return ResolvedMagCache(
-            threshold=float(self.threshold),
+            threshold=_DEFAULT_THRESHOLD if self.threshold is None else float(self.threshold),
             max_skip_steps=self.max_skip_steps,
             retention_ratio=float(self.retention_ratio),
             curves=curves,

@@ -117,9 +117,12 @@ class TeaCacheConfig(StrictConfig):
     (the reference: first step computed, last step forced).
     """
 
-    rel_l1_thresh: float = attrs.field(default=_DEFAULT_THRESH, converter=plain_scalar, validator=finite(gt=0))
+    rel_l1_thresh: float | None = attrs.field(
+        default=None, converter=plain_scalar, validator=optional(finite(gt=0), f"{_DEFAULT_THRESH} without rtol")
+    )
     """Threshold on the accumulated rescaled distance; larger skips more (FLUX: 0.25 -> ~1.5x, 0.6 -> ~2x). Its
-    meaning depends on the model; ``rtol`` is the setting that transfers."""
+    meaning depends on the model; ``rtol`` is the setting that transfers. None (the default) means 0.2, and stays
+    None under ``rtol``."""
     rtol: float | None = attrs.field(default=None, converter=plain_scalar, validator=optional(finite(gt=0, lt=1)))
     """Error tolerance instead of a threshold (``ditcache.caches.tolerance``): the relative L1 error a skipped step
     may make, measured by the cache itself on computed steps (0.05: 5%; smaller is closer to the uncached model).
@@ -197,12 +200,14 @@ class TeaCacheConfig(StrictConfig):
             raise ValueError(
                 "TeaCacheConfig.profile: give either coefficients or profile, not both (each gives the polynomial)"
             )
-        if self.rtol is not None and self.rel_l1_thresh != _DEFAULT_THRESH:
+        if self.rtol is not None and self.rel_l1_thresh is not None:
             raise ValueError(
                 "TeaCacheConfig.rtol: give either rtol (an error tolerance that adapts the threshold) or "
                 f"rel_l1_thresh (a fixed threshold), not both; got rtol={self.rtol!r}, "
                 f"rel_l1_thresh={self.rel_l1_thresh!r}"
             )
+        if self.rtol is None and self.rel_l1_thresh is None:
+            object.__setattr__(self, "rel_l1_thresh", _DEFAULT_THRESH)
 
     def forecast(self) -> ForecastSettings | None:
         """The forecasting settings, or None when TaylorSeer is off."""
@@ -243,7 +248,7 @@ class TeaCacheConfig(StrictConfig):
     ) -> ResolvedTeaCache:
         forecast = self.forecast()
         return ResolvedTeaCache(
-            thresh=float(self.rel_l1_thresh),
+            thresh=_DEFAULT_THRESH if self.rel_l1_thresh is None else float(self.rel_l1_thresh),
             coefficients=tuple(coefficients),
             indicator=self.indicator if self.indicator is not None else (settings.indicator if settings else None),
             warmup_steps=self.warmup_steps
@@ -336,6 +341,7 @@ class ResolvedTeaCache:
     """A TeaCacheConfig made concrete for one module."""
 
     thresh: float
+    """The fixed threshold (unused under :attr:`rtol`)."""
     coefficients: tuple[float, ...]
     indicator: str | None
     warmup_steps: int

@@ -100,6 +100,8 @@ def evaluate_configs(
     for label, config in configs:
         if not isinstance(config, TeaCacheConfig):
             raise TypeError(f"configs: expected (label, TeaCacheConfig) pairs, got {type(config).__name__}")
+        if config.rel_l1_thresh is None:
+            raise ValueError(f"configs: {label!r} sets rtol; a trade-off curve is swept over rel_l1_thresh")
         psnrs: list[float] = []
         computed = total = 0
         for s, ref in zip(seeds, references):
@@ -117,7 +119,7 @@ def evaluate_configs(
         points.append(
             TradeoffPoint(
                 label=label,
-                threshold=float(config.rel_l1_thresh),
+                threshold=config.rel_l1_thresh,
                 computed_fraction=computed / total if total else 1.0,
                 psnr=float(np.mean(psnrs)),
                 psnr_min=float(np.min(psnrs)),

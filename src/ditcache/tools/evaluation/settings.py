@@ -161,16 +161,15 @@ class Method:
 
 
 def config_params(config: Any) -> dict[str, Any]:
-    """The fields of an attrs config that differ from their defaults, as JSON-ready values."""
+    """The fields of an attrs config that differ from a default-built config of its class (so a default that the
+    config settles after construction, such as TeaCache's threshold, counts as a default), as JSON-ready values."""
+    reference = type(config)()
     out: dict[str, Any] = {}
     for field in attrs.fields(type(config)):
         if field.name.startswith("_"):  # a private field mirrors public ones (the nested forecast: taylorseer_*)
             continue
         value = getattr(config, field.name)
-        default = field.default
-        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-            default = default.factory()  # type: ignore[attr-defined]
-        if value == default:
+        if value == getattr(reference, field.name):
             continue
         if isinstance(value, tuple):
             value = list(value)
