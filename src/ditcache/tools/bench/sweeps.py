@@ -108,12 +108,23 @@ def method_from_row(row: SweepRow | tuple[Any, ...], magcache_profile: str) -> M
 _RAW = (0.0, 0.0, 0.0, 1.0, 0.0)  # TeaCache's polynomial reduced to the identity: the raw relative L1 distance
 
 
+def _forecast_family(ts: int, out: bool) -> str:
+    return ("+taylorseer" + ("-output" if out else "")) if ts else ""
+
+
 def _tea_cfg(
-    threshold: float, *, raw: bool = False, ts: int = 0, mc: int | None = None, out: bool = False
+    threshold: float | None = None,
+    *,
+    rtol: float | None = None,
+    raw: bool = False,
+    ts: int = 0,
+    mc: int | None = None,
+    out: bool = False,
 ) -> TeaCacheConfig:
     # No model and no coefficients (unless raw): the library picks the preset of the transformer's class.
     return TeaCacheConfig(
         rel_l1_thresh=threshold,
+        rtol=rtol,
         coefficients=_RAW if raw else None,
         taylorseer=ts > 0,
         taylorseer_order=max(ts, 1),
@@ -132,23 +143,41 @@ def _tea_name(cfg: TeaCacheConfig) -> str:
     return name
 
 
-def _tea(threshold: float, *, raw: bool = False, ts: int = 0, mc: int | None = None, out: bool = False) -> SweepRow:
-    """TeaCache (the model's preset coefficients, or ``raw``), TaylorSeer of order ``ts`` (0: none) forecasting the
-    block residual or, with ``out``, the model output; at most ``mc`` consecutive skips."""
-    cfg = _tea_cfg(threshold, raw=raw, ts=ts, mc=mc, out=out)
-    family = "teacache-raw" if raw else "teacache"
-    family += ("+taylorseer" + ("-output" if out else "")) if ts else ""
+def _tea(
+    threshold: float | None = None,
+    *,
+    rtol: float | None = None,
+    raw: bool = False,
+    ts: int = 0,
+    mc: int | None = None,
+    out: bool = False,
+) -> SweepRow:
+    """TeaCache with a ``threshold`` or an error tolerance ``rtol`` (the model's preset coefficients, or ``raw``),
+    TaylorSeer of order ``ts`` (0: none) forecasting the block residual or, with ``out``, the model output; at most
+    ``mc`` consecutive skips."""
+    cfg = _tea_cfg(threshold, rtol=rtol, raw=raw, ts=ts, mc=mc, out=out)
+    family = "teacache" + ("-raw" if raw else "-rtol" if rtol is not None else "") + _forecast_family(ts, out)
     return SweepRow(family, _tea_name(cfg), cfg)
 
 
-def _mag_cfg(threshold: float, k: int = 3, r: float = 0.2, *, ts: int = 0) -> MagCacheConfig:
+def _mag_cfg(
+    threshold: float | None = None,
+    k: int = 3,
+    r: float = 0.2,
+    *,
+    rtol: float | None = None,
+    ts: int = 0,
+    out: bool = False,
+) -> MagCacheConfig:
     # No profile: the bench fills in the one calibrated for the model and mode.
     return MagCacheConfig(
         threshold=threshold,
+        rtol=rtol,
         max_skip_steps=k,
         retention_ratio=r,
         taylorseer=ts > 0,
         taylorseer_order=max(ts, 1),
+        taylorseer_target="output" if out else "residual",
     )
 
 
@@ -160,32 +189,20 @@ def _mag_name(cfg: MagCacheConfig) -> str:
     return name
 
 
-def _tea_rtol(rtol: float, *, ts: int = 0, out: bool = False) -> SweepRow:
-    """TeaCache under the error tolerance ``rtol`` (``ditcache.caches.tolerance``), optionally with TaylorSeer."""
-    cfg = TeaCacheConfig(
-        rtol=rtol, taylorseer=ts > 0, taylorseer_order=max(ts, 1), taylorseer_target="output" if out else "residual"
-    )
-    family = "teacache-rtol" + (("+taylorseer" + ("-output" if out else "")) if ts else "")
-    return SweepRow(family, _tea_name(cfg), cfg)
-
-
-def _mag_rtol(rtol: float, k: int = 6, r: float = 0.1, *, ts: int = 0, out: bool = False) -> SweepRow:
-    """MagCache under the error tolerance ``rtol``, optionally with TaylorSeer."""
-    cfg = MagCacheConfig(
-        rtol=rtol,
-        max_skip_steps=k,
-        retention_ratio=r,
-        taylorseer=ts > 0,
-        taylorseer_order=max(ts, 1),
-        taylorseer_target="output" if out else "residual",
-    )
-    family = "magcache-rtol" + (("+taylorseer" + ("-output" if out else "")) if ts else "")
+def _mag(
+    threshold: float | None = None,
+    k: int = 3,
+    r: float = 0.2,
+    *,
+    rtol: float | None = None,
+    ts: int = 0,
+    out: bool = False,
+) -> SweepRow:
+    """MagCache with a ``threshold`` or an error tolerance ``rtol``, at most ``k`` skips in a row, retention ``r``,
+    TaylorSeer of order ``ts`` (0: none) forecasting the residual or, with ``out``, the output."""
+    cfg = _mag_cfg(threshold, k, r, rtol=rtol, ts=ts, out=out)
+    family = "magcache" + ("-rtol" if rtol is not None else "") + _forecast_family(ts, out)
     return SweepRow(family, _mag_name(cfg), cfg)
-
-
-def _mag(threshold: float, k: int, r: float, *, ts: int = 0) -> SweepRow:
-    cfg = _mag_cfg(threshold, k, r, ts=ts)
-    return SweepRow("magcache" + ("+taylorseer" if ts else ""), _mag_name(cfg), cfg)
 
 
 def _db(threshold: float, *, ts: int = 0, mc: int | None = None, warmup: int = 4) -> DBCacheConfig:
@@ -229,8 +246,8 @@ OUR_QUICK_SWEEP: tuple[SweepRow, ...] = (
     _dbm(0.2, mc=None),
     _dbm(0.3, ts=1, mc=3),
     _stack(_mag_cfg(0.2), _db(0.2, warmup=1)),
-    _tea_rtol(0.1, ts=1, out=True),
-    _mag_rtol(0.1),
+    _tea(rtol=0.1, ts=1, out=True),
+    _mag(k=6, r=0.1, rtol=0.1),
 )
 """The quick (test) sweep of ours: one or two rows per family."""
 
@@ -256,13 +273,13 @@ OUR_SWEEP: tuple[SweepRow, ...] = (
     _stack(_tea_cfg(2.0, ts=1, mc=10), _db(0.1, ts=1)),
     _stack(_tea_cfg(2.0, ts=1, mc=10, out=True), _db(0.1)),
     # The error tolerance (one setting meant to transfer across models, ditcache.caches.tolerance)
-    *(_tea_rtol(r) for r in (0.05, 0.08, 0.1, 0.15, 0.2)),
-    *(_tea_rtol(r, ts=1) for r in (0.1, 0.2)),
-    *(_tea_rtol(r, ts=1, out=True) for r in (0.02, 0.03, 0.05, 0.07, 0.1, 0.13)),
-    *(_tea_rtol(r, ts=2, out=True) for r in (0.05, 0.1)),
-    *(_mag_rtol(r) for r in (0.05, 0.1, 0.2)),
-    _mag_rtol(0.2, ts=1),
-    *(_mag_rtol(r, ts=1, out=True) for r in (0.05, 0.1, 0.15)),
+    *(_tea(rtol=r) for r in (0.05, 0.08, 0.1, 0.15, 0.2)),
+    *(_tea(rtol=r, ts=1) for r in (0.1, 0.2)),
+    *(_tea(rtol=r, ts=1, out=True) for r in (0.02, 0.03, 0.05, 0.07, 0.1, 0.13)),
+    *(_tea(rtol=r, ts=2, out=True) for r in (0.05, 0.1)),
+    *(_mag(k=6, r=0.1, rtol=t) for t in (0.05, 0.1, 0.2)),
+    _mag(k=6, r=0.1, rtol=0.2, ts=1),
+    *(_mag(k=6, r=0.1, rtol=t, ts=1, out=True) for t in (0.05, 0.1, 0.15)),
 )
 """The full sweep of ours, identical on every model and mode (no per-model tuning)."""
 
